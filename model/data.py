@@ -1,0 +1,237 @@
+"""Named data sources, each giving binary train/valid/test splits with one interface.
+
+Sources: ``digits`` (scikit-learn's bundled 8x8 digits, the embedded default), ``fashion-mnist``
+and ``mnist`` (standard IDX files), ``npz`` (the MADE release format), and users' own ``.npy``
+or ``.csv`` files of 0/1 rows.
+"""
+
+import csv
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DIGITS_THRESHOLD = 8  # digits pixels are 0..16; a pixel is on when >= 8
+IDX_THRESHOLD = 127  # IDX pixels are 0..255; a pixel is on when > 127
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+IDX_TRAIN_SIZE = 50_000  # first 50,000 official training images train, the last 10,000 validate
+OWN_DATA_SPLIT = (0.8, 0.1)  # a single file of rows is split 80/10/10 with a fixed permutation
+SPLITS = ("train", "valid", "test")
+
+
+class DataError(ValueError):
+    """Data that cannot be used as binary rows; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Binary splits, each [N, D] float32 in {0, 1}."""
+
+    name: str
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    binarization: str
+    image_shape: tuple[int, int] | None = None
+    location: str | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.train.shape[1])
+
+    def split(self, name: str) -> np.ndarray:
+        return {"train": self.train, "valid": self.valid, "test": self.test}[name]
+
+
+def load_dataset(source: str, path: Path | None = None) -> Dataset:
+    """Load a named source; ``path`` is the folder or file for sources that need one."""
+    if source == "digits":
+        return _digits()
+    if source in ("fashion-mnist", "mnist", "idx"):
+        folder = path or (FASHION_MNIST_DIR if source == "fashion-mnist" else None)
+        if folder is None:
+            raise DataError(f"source {source!r} needs --data-dir, a folder of IDX files")
+        return _idx_folder(source, Path(folder))
+    if source == "npz":
+        if path is None:
+            raise DataError("source 'npz' needs --data-dir, the path of a .npz file")
+        return _made_npz(Path(path))
+    if source == "files":
+        if path is None:
+            raise DataError("source 'files' needs --data-dir, a .npy/.csv file or a folder")
+        return _own_files(Path(path))
+    raise DataError(
+        f"unknown data source {source!r}; choose digits, fashion-mnist, mnist, idx, npz or files"
+    )
+
+
+def _digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    images = load_digits().data
+    rows = (images >= DIGITS_THRESHOLD).astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(rows))
+    test, valid, train = order[:300], order[300:600], order[600:]
+    return Dataset(
+        name="digits",
+        train=rows[train],
+        valid=rows[valid],
+        test=rows[test],
+        binarization=f"pixel >= {DIGITS_THRESHOLD} of 16",
+        image_shape=(8, 8),
+        location="sklearn.datasets.load_digits",
+    )
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (optionally gzipped) of unsigned bytes into an array of its shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            magic = handle.read(4)
+            if len(magic) < 4 or magic[:3] != b"\x00\x00\x08":
+                raise DataError(f"{path} is not an IDX file of unsigned bytes")
+            shape = struct.unpack(f">{magic[3]}I", handle.read(4 * magic[3]))
+            data = np.frombuffer(handle.read(), dtype=np.uint8)
+    except (OSError, EOFError, struct.error) as exc:
+        raise DataError(f"{path} could not be read: {exc}") from exc
+    if data.size != int(np.prod(shape)):
+        raise DataError(f"{path} holds {data.size} bytes, its header promises shape {shape}")
+    return data.reshape(shape)
+
+
+def _find_idx(folder: Path, stem: str) -> Path:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{folder} has no {stem}(.gz); expected standard MNIST-format IDX files")
+
+
+def _idx_folder(name: str, folder: Path) -> Dataset:
+    if not folder.is_dir():
+        hint = " (apt-get install dataset-fashion-mnist)" if folder == FASHION_MNIST_DIR else ""
+        raise DataError(f"IDX folder {folder} does not exist{hint}")
+    train_images = read_idx(_find_idx(folder, "train-images-idx3-ubyte"))
+    test_images = read_idx(_find_idx(folder, "t10k-images-idx3-ubyte"))
+    if train_images.shape[1:] != test_images.shape[1:]:
+        raise DataError(f"{folder}: train and test images differ in shape")
+    if len(train_images) <= IDX_TRAIN_SIZE:
+        raise DataError(f"{folder}: need more than {IDX_TRAIN_SIZE} training images")
+    height, width = train_images.shape[1:]
+
+    def binarize(images: np.ndarray) -> np.ndarray:
+        return (images.reshape(len(images), -1) > IDX_THRESHOLD).astype(np.float32)
+
+    return Dataset(
+        name=name,
+        train=binarize(train_images[:IDX_TRAIN_SIZE]),
+        valid=binarize(train_images[IDX_TRAIN_SIZE:]),
+        test=binarize(test_images),
+        binarization=f"pixel > {IDX_THRESHOLD} of 255",
+        image_shape=(int(height), int(width)),
+        location=str(folder),
+    )
+
+
+def _made_npz(path: Path) -> Dataset:
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable .npz file: {exc}") from exc
+    with archive:
+        missing = [f"{s}_data" for s in SPLITS if f"{s}_data" not in archive.files]
+        if missing:
+            raise DataError(f"{path} lacks {', '.join(missing)} (MADE format)")
+        splits = {s: _binary_rows(archive[f"{s}_data"], f"{path}:{s}_data") for s in SPLITS}
+    return _from_splits("npz", splits, str(path))
+
+
+def _own_files(path: Path) -> Dataset:
+    if path.is_dir():
+        splits = {s: _read_rows(_split_file(path, s)) for s in SPLITS}
+        return _from_splits("files", splits, str(path))
+    rows = _read_rows(path)
+    order = np.random.default_rng(0).permutation(len(rows))
+    n_train = int(OWN_DATA_SPLIT[0] * len(rows))
+    n_valid = int(OWN_DATA_SPLIT[1] * len(rows))
+    parts = np.split(order, [n_train, n_train + n_valid])
+    splits = {s: rows[idx] for s, idx in zip(SPLITS, parts, strict=True)}
+    return _from_splits("files", splits, str(path))
+
+
+def _split_file(folder: Path, split: str) -> Path:
+    for suffix in (".npy", ".csv"):
+        if (folder / f"{split}{suffix}").is_file():
+            return folder / f"{split}{suffix}"
+    raise DataError(f"{folder} has no {split}.npy or {split}.csv")
+
+
+def _read_rows(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    if path.suffix == ".npy":
+        try:
+            values = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path} is not a readable .npy array of numbers: {exc}") from exc
+        return _binary_rows(values, str(path))
+    if path.suffix == ".csv":
+        return _binary_rows(_read_csv(path), str(path))
+    raise DataError(f"{path}: expected a .npy or .csv file")
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    with path.open(newline="") as handle:
+        rows = [row for row in csv.reader(handle) if row]
+    widths = {len(row) for row in rows}
+    if len(widths) > 1:
+        first = next(i for i, row in enumerate(rows) if len(row) != len(rows[0]))
+        raise DataError(
+            f"{path}: ragged rows, line {first + 1} has {len(rows[first])} values, "
+            f"line 1 has {len(rows[0])}"
+        )
+    try:
+        return np.array([[float(v) for v in row] for row in rows], dtype=np.float64)
+    except ValueError as exc:
+        raise DataError(f"{path}: {exc}") from exc
+
+
+def _binary_rows(values: np.ndarray, where: str) -> np.ndarray:
+    """Check that ``values`` are [N, D] rows of exactly 0 or 1 and return them as float32."""
+    if values.dtype == object:
+        raise DataError(f"{where}: ragged or non-numeric rows")
+    if values.ndim != 2:
+        raise DataError(f"{where}: expected 2-D rows [N, D], got shape {values.shape}")
+    if values.shape[0] == 0:
+        raise DataError(f"{where}: empty split")
+    if not np.issubdtype(values.dtype, np.number) and values.dtype != np.bool_:
+        raise DataError(f"{where}: values must be numbers, got dtype {values.dtype}")
+    numbers = values.astype(np.float64)
+    if np.isnan(numbers).any():
+        raise DataError(f"{where}: contains NaN")
+    bad = ~np.isin(numbers, (0.0, 1.0))
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise DataError(
+            f"{where}: values must be 0 or 1, found {float(numbers[row, col])} at [{row}, {col}]"
+        )
+    return numbers.astype(np.float32)
+
+
+def _from_splits(name: str, splits: dict[str, np.ndarray], location: str) -> Dataset:
+    for split, rows in splits.items():
+        if len(rows) == 0:
+            raise DataError(f"{location}: split {split!r} is empty")
+    dims = {split: rows.shape[1] for split, rows in splits.items()}
+    if len(set(dims.values())) != 1:
+        raise DataError(f"{location}: splits differ in dimension {dims}")
+    return Dataset(
+        name=name,
+        binarization="given as 0/1",
+        location=location,
+        **splits,
+    )

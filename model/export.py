@@ -1,0 +1,131 @@
+"""Export a trained pool to an artifact directory: ``model.onnx`` + ``manifest.json``.
+
+Refuses to write an artifact whose onnxruntime log-likelihoods differ from torch's by more than
+``PARITY_TOLERANCE`` nats on random and real inputs.
+"""
+
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from model.data import load_dataset
+from model.onnx_graph import OPSET, build_graph
+from model.train import TrainedModel, member_log_probs
+from service import artifact
+
+PARITY_TOLERANCE = 1e-3  # nats, on each member's log-likelihood
+PARITY_ROWS = 256
+
+
+class ExportError(RuntimeError):
+    """The exported graph does not reproduce the trained model."""
+
+
+def onnx_model(trained: TrainedModel) -> onnx.ModelProto:
+    made = trained.model
+    to_np = lambda t: t.detach().cpu().numpy()  # noqa: E731
+    return build_graph(
+        made.pool,
+        [to_np(layer.weight) for layer in made.layers],
+        [to_np(layer.bias) for layer in made.layers],
+        to_np(made.direct.weight) if made.direct is not None else None,
+    )
+
+
+def parity_inputs(trained: TrainedModel, seed: int = 0) -> np.ndarray:
+    """Random rows plus real validation rows, [N, D] float32."""
+    rng = np.random.default_rng(seed)
+    dim = trained.model.dim
+    random_rows = (rng.random((PARITY_ROWS, dim)) < rng.random((PARITY_ROWS, 1))).astype(np.float32)
+    config = trained.config
+    valid = load_dataset(config.source, Path(config.data_dir) if config.data_dir else None).valid
+    real = valid[rng.permutation(len(valid))[:PARITY_ROWS]]
+    return np.concatenate([random_rows, real])
+
+
+def check_parity(trained: TrainedModel, model_bytes: bytes, rows: np.ndarray) -> float:
+    """Max |torch - onnxruntime| member log-likelihood in nats; raise ExportError past tolerance."""
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    (onnx_lp,) = session.run([artifact.OUTPUT_LOG_PROB], {artifact.INPUT_X: rows})
+    with torch.no_grad():
+        torch_lp = member_log_probs(trained.model.cpu(), rows)
+    if not np.isfinite(onnx_lp).all():
+        raise ExportError("onnxruntime produced non-finite log-likelihoods")
+    gap = float(np.abs(onnx_lp.astype(np.float64) - torch_lp).max())
+    if gap > PARITY_TOLERANCE:
+        raise ExportError(f"torch/onnxruntime parity gap {gap:.2e} nats > {PARITY_TOLERANCE:g}")
+    return gap
+
+
+def build_manifest(trained: TrainedModel, onnx_path: Path) -> artifact.Manifest:
+    config, report, data = trained.config, trained.report, trained.dataset_info
+    pool = trained.model.pool
+    natural = np.arange(pool.dim)
+    members = [
+        artifact.Member(
+            ordering=order.tolist(),
+            ordering_kind="natural" if np.array_equal(order, natural) else "random",
+        )
+        for order in pool.orderings
+    ]
+    hidden = "-".join(map(str, config.hidden_sizes)) or "none"
+    return artifact.Manifest(
+        name=f"made-{data['source']}-k{pool.num_members}-h{hidden}",
+        package_version=version("made-serve"),
+        created_at=datetime.now(UTC),
+        dim=pool.dim,
+        image_shape=tuple(data["image_shape"]) if data["image_shape"] else None,
+        hidden_sizes=list(config.hidden_sizes),
+        direct_connections=config.direct,
+        ordering_mode=config.ordering,
+        members=members,
+        mixture_weights=report["mixture_weights"],
+        weights_kind=report["weights_kind"],
+        em_alpha=report["em_alpha"],
+        data=artifact.DataInfo(
+            source=data["source"],
+            location=data["location"],
+            binarization=data["binarization"],
+            split_sizes=data["split_sizes"],
+        ),
+        metrics={split: artifact.SplitMetrics(**report[split]) for split in ("valid", "test")},
+        training={
+            "config": config.to_dict(),
+            "epochs_run": report["epochs_run"],
+            "train_seconds": report["train_seconds"],
+            "torch": torch.__version__,
+        },
+        onnx=artifact.OnnxInfo(
+            sha256=artifact.sha256_of(onnx_path),
+            opset=OPSET,
+            num_bytes=onnx_path.stat().st_size,
+        ),
+    )
+
+
+def export(trained: TrainedModel, out_dir: Path) -> tuple[artifact.Manifest, float]:
+    """Write the artifact to ``out_dir`` atomically; return its manifest and the parity gap."""
+    model = onnx_model(trained)
+    model_bytes = model.SerializeToString()
+    gap = check_parity(trained, model_bytes, parity_inputs(trained))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        onnx_path = staging / artifact.ONNX_FILE
+        onnx_path.write_bytes(model_bytes)
+        manifest = build_manifest(trained, onnx_path)
+        artifact.write_manifest(manifest, staging)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.chmod(0o755)  # mkdtemp makes it private; an artifact is meant to be shared
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest, gap

@@ -1,0 +1,295 @@
+"""Order- and connectivity-agnostic training of a MADE mask pool, with early stopping on the
+validation mixture NLL, resumable checkpoints and a JSON-lines metrics file."""
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.config import TrainConfig
+from model.data import Dataset, load_dataset
+from model.made import MADE
+from service.masks import MaskPool, draw_pool
+from service.mixture import fit_em_weights, mixture_log_prob
+
+log = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "last.pt"
+FINAL_MODEL = "model.pt"
+METRICS_FILE = "metrics.jsonl"
+REPORT_FILE = "report.json"
+
+
+@dataclass
+class TrainedModel:
+    """What export needs: the network at its best epoch, its data and its evaluation report."""
+
+    config: TrainConfig
+    model: MADE
+    dataset_info: dict[str, object]
+    report: dict[str, object]
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def member_log_probs(model: MADE, rows: np.ndarray, batch_size: int = 2000) -> np.ndarray:
+    """[N, K] float64 log p_k(x) in nats for every row and member."""
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = [
+        model.member_log_probs(torch.as_tensor(rows[i : i + batch_size], device=device)).cpu()
+        for i in range(0, len(rows), batch_size)
+    ]
+    return torch.cat(chunks).double().numpy()
+
+
+def build_model(config: TrainConfig, dim: int, pool: MaskPool | None = None) -> MADE:
+    pool = pool or draw_pool(
+        config.num_masks, dim, config.hidden_sizes, config.ordering, config.seed
+    )
+    return MADE(dim, config.hidden_sizes, pool, direct=config.direct)
+
+
+def pool_to_state(pool: MaskPool) -> dict[str, object]:
+    return {
+        "orderings": torch.as_tensor(pool.orderings),
+        "hidden_degrees": [torch.as_tensor(h) for h in pool.hidden_degrees],
+    }
+
+
+def pool_from_state(state: dict) -> MaskPool:
+    return MaskPool(
+        orderings=state["orderings"].numpy(),
+        hidden_degrees=tuple(h.numpy() for h in state["hidden_degrees"]),
+    )
+
+
+def dataset_info(data: Dataset) -> dict[str, object]:
+    return {
+        "source": data.name,
+        "location": data.location,
+        "binarization": data.binarization,
+        "image_shape": list(data.image_shape) if data.image_shape else None,
+        "split_sizes": {s: len(data.split(s)) for s in ("train", "valid", "test")},
+    }
+
+
+def evaluate(model: MADE, data: Dataset, em_alpha: float) -> dict[str, object]:
+    """Members, uniform mixture and EM mixture NLL on valid and test; EM weights fit on valid."""
+    log_probs = {split: member_log_probs(model, data.split(split)) for split in ("valid", "test")}
+    k = model.num_members
+    uniform = np.full(k, 1.0 / k)
+    em = fit_em_weights(log_probs["valid"], alpha=em_alpha)
+
+    def nll(split: str, weights: np.ndarray) -> float:
+        return float(-mixture_log_prob(log_probs[split], weights).mean())
+
+    use_em = nll("valid", em) < nll("valid", uniform)
+    shipped = em if use_em else uniform
+    report: dict[str, object] = {
+        "mixture_weights": shipped.tolist(),
+        "weights_kind": "em" if use_em else "uniform",
+        "em_weights": em.tolist(),
+        "em_alpha": em_alpha,
+    }
+    for split in ("valid", "test"):
+        report[split] = {
+            "members": (-log_probs[split].mean(axis=0)).tolist(),
+            "uniform_mixture": nll(split, uniform),
+            "em_mixture": nll(split, em),
+            "shipped_mixture": nll(split, shipped),
+        }
+    return report
+
+
+class Trainer:
+    """One training run in ``out_dir``: fit, checkpoint every epoch, stop early, evaluate."""
+
+    def __init__(self, config: TrainConfig, out_dir: Path, progress: bool = True):
+        self.config = config
+        self.out_dir = out_dir
+        self.progress = progress
+        self.device = pick_device()
+        self.data = load_dataset(config.source, Path(config.data_dir) if config.data_dir else None)
+        torch.manual_seed(config.seed)
+        self.model = build_model(config, self.data.dim).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        self.scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs)
+            if config.lr_schedule == "cosine"
+            else None
+        )
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.train_rows = torch.as_tensor(self.data.train, device=self.device)
+        self.epoch = 0
+        self.step = 0
+        self.best_valid = math.inf
+        self.best_state: dict[str, torch.Tensor] = {}
+        self.epochs_since_best = 0
+        self.seconds = 0.0
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def _state(self) -> dict[str, object]:
+        return {
+            "config": self.config.to_dict(),
+            "pool": pool_to_state(self.model.pool),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_valid": self.best_valid,
+            "best_state": self.best_state,
+            "epochs_since_best": self.epochs_since_best,
+            "seconds": self.seconds,
+        }
+
+    def save_checkpoint(self) -> None:
+        path = self.out_dir / LAST_CHECKPOINT
+        torch.save(self._state(), path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+
+    def resume(self) -> None:
+        state = torch.load(self.out_dir / LAST_CHECKPOINT, map_location=self.device)
+        if state["config"] != self.config.to_dict():
+            raise ValueError(
+                f"{self.out_dir / LAST_CHECKPOINT} was written with another configuration; "
+                "resume with the same options or use a new --out"
+            )
+        # The pool is drawn from the seed, so the rebuilt network already has the same masks.
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.best_valid, self.best_state = state["best_valid"], state["best_state"]
+        self.epochs_since_best, self.seconds = state["epochs_since_best"], state["seconds"]
+        log.info("resumed from epoch %d (best valid NLL %.3f)", self.epoch, self.best_valid)
+
+    # -- training ----------------------------------------------------------------------------
+    def _member_for_step(self) -> int:
+        k = self.model.num_members
+        if self.config.member_schedule == "cycle":
+            return self.step % k
+        return int(torch.randint(k, (1,), generator=self.generator))
+
+    def _train_epoch(self) -> float:
+        self.model.train()
+        order = torch.randperm(len(self.train_rows), generator=self.generator)
+        batches = order.split(self.config.batch_size)
+        total, count = 0.0, 0
+        bar = tqdm(
+            batches,
+            desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+            unit="batch",
+            leave=False,
+            disable=not self.progress,
+        )
+        for index in bar:
+            x = self.train_rows[index.to(self.device)]
+            loss = -self.model.log_prob(x, self._member_for_step()).mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            total += loss.item() * len(index)
+            count += len(index)
+            bar.set_postfix(nll=f"{total / count:.2f}")
+        return total / count
+
+    def _valid_mixture_nll(self) -> float:
+        log_probs = member_log_probs(self.model, self.data.valid)
+        k = self.model.num_members
+        return float(-mixture_log_prob(log_probs, np.full(k, 1.0 / k)).mean())
+
+    def fit(self) -> TrainedModel:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        metrics = (self.out_dir / METRICS_FILE).open("a")
+        with metrics:
+            while self.epoch < self.config.epochs and self.epochs_since_best < self.config.patience:
+                started = time.perf_counter()
+                train_nll = self._train_epoch()
+                valid_nll = self._valid_mixture_nll()
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                self.epoch += 1
+                self.seconds += time.perf_counter() - started
+                improved = valid_nll < self.best_valid
+                if improved:
+                    self.best_valid, self.epochs_since_best = valid_nll, 0
+                    self.best_state = {
+                        k: v.detach().clone() for k, v in self.model.state_dict().items()
+                    }
+                else:
+                    self.epochs_since_best += 1
+                record = {
+                    "epoch": self.epoch,
+                    "train_nll": train_nll,
+                    "valid_mixture_nll": valid_nll,
+                    "best_valid_mixture_nll": self.best_valid,
+                    "seconds": round(self.seconds, 2),
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                }
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+                self.save_checkpoint()
+                log.info(
+                    "epoch %d: train %.3f valid mixture %.3f%s",
+                    self.epoch,
+                    train_nll,
+                    valid_nll,
+                    " (best)" if improved else "",
+                )
+        return self.finish()
+
+    def finish(self) -> TrainedModel:
+        self.model.load_state_dict(self.best_state)
+        report = evaluate(self.model, self.data, self.config.em_alpha)
+        report.update(
+            epochs_run=self.epoch,
+            train_seconds=round(self.seconds, 2),
+            best_valid_uniform_nll=self.best_valid,
+        )
+        trained = TrainedModel(self.config, self.model, dataset_info(self.data), report)
+        save_trained(trained, self.out_dir / FINAL_MODEL)
+        (self.out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        return trained
+
+
+def save_trained(trained: TrainedModel, path: Path) -> None:
+    torch.save(
+        {
+            "config": trained.config.to_dict(),
+            "pool": pool_to_state(trained.model.pool),
+            "model": trained.model.state_dict(),
+            "dataset": trained.dataset_info,
+            "report": trained.report,
+        },
+        path,
+    )
+
+
+def load_trained(path: Path) -> TrainedModel:
+    """Load a final ``model.pt`` (a run directory holding one works too)."""
+    if path.is_dir():
+        path = path / FINAL_MODEL
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; train first (made-train)")
+    state = torch.load(path, map_location="cpu")
+    config = TrainConfig(**state["config"])
+    model = build_model(config, state["pool"]["orderings"].shape[1], pool_from_state(state["pool"]))
+    model.load_state_dict(state["model"])
+    return TrainedModel(config, model.eval(), state["dataset"], state["report"])

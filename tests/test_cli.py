@@ -1,0 +1,93 @@
+"""The command lines train digits briefly, export it, and the artifact loads in onnxruntime."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from model.cli import export_main, train_main
+from model.data import load_dataset
+from service import artifact
+
+
+def test_train_export_load_digits(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert (
+        train_main(
+            [
+                "--out",
+                str(run),
+                "--epochs",
+                "2",
+                "--masks",
+                "2",
+                "--hidden",
+                "32",
+                "--quiet",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert export_main([str(run / "model.pt"), "--out", str(tmp_path / "art")]) == 0
+    manifest = artifact.read_manifest(tmp_path / "art")
+    assert (manifest.dim, manifest.num_members, manifest.image_shape) == (64, 2, (8, 8))
+    session = ort.InferenceSession(str(tmp_path / "art" / artifact.ONNX_FILE))
+    rows = load_dataset("digits").test[:10]
+    (log_prob,) = session.run([artifact.OUTPUT_LOG_PROB], {artifact.INPUT_X: rows})
+    assert log_prob.shape == (10, 2) and np.all(log_prob < 0)
+    assert "uniform" in capsys.readouterr().out
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    from model.train import Trainer
+
+    args = ["--epochs", "3", "--masks", "2", "--hidden", "16", "--quiet", "--seed", "3"]
+    assert train_main(["--out", str(tmp_path / "a"), *args]) == 0
+
+    original = Trainer._train_epoch
+
+    def interrupted(self):
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_main(["--out", str(tmp_path / "b"), *args])
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    assert train_main(["--out", str(tmp_path / "b"), "--resume", *args]) == 0
+    a = json.loads((tmp_path / "a" / "report.json").read_text())
+    b = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert b["epochs_run"] == 3
+    np.testing.assert_allclose(a["test"]["members"], b["test"]["members"], rtol=1e-6)
+
+
+def test_seed_makes_runs_reproducible(tmp_path):
+    args = ["--epochs", "2", "--masks", "2", "--hidden", "16", "--quiet", "--seed", "5"]
+    assert train_main(["--out", str(tmp_path / "a"), *args]) == 0
+    assert train_main(["--out", str(tmp_path / "b"), *args]) == 0
+    a = json.loads((tmp_path / "a" / "report.json").read_text())
+    b = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert a["test"] == b["test"]
+
+
+def test_bad_data_is_an_error_not_a_crash(tmp_path, capsys):
+    (tmp_path / "rows.csv").write_text("0,3\n1,0\n")
+    code = train_main(
+        [
+            "--out",
+            str(tmp_path / "run"),
+            "--source",
+            "files",
+            "--data-dir",
+            str(tmp_path / "rows.csv"),
+            "--quiet",
+        ]
+    )
+    assert code == 2
+    assert "values must be 0 or 1" in capsys.readouterr().err
