@@ -1,0 +1,69 @@
+"""The app factory: settings in, a FastAPI app out; the engine loads in the lifespan handler."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import numpy as np
+from fastapi import FastAPI
+
+from service.batcher import Batcher
+from service.engine import Engine
+from service.errors import install_error_handlers
+from service.routes import health, v1
+from service.runtime import Runtime
+from service.settings import Settings
+
+log = logging.getLogger("made_serve")
+
+
+def warm_up(engine: Engine, max_batch_size: int) -> None:
+    """Run every code path once so the first request does not pay for lazy initialisation."""
+    rng = np.random.default_rng(0)
+    rows = (rng.random((max_batch_size, engine.dim)) < 0.5).astype(np.float32)
+    engine.member_log_probs(rows[:1])
+    engine.member_log_probs(rows)
+    engine.log_likelihood(rows[:2], per_dimension=True)
+    engine.sample(2, rng)
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """Build the app; pass ``engine`` to serve an already loaded model (tests do)."""
+    settings = settings or Settings()
+    runtime = Runtime(settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.engine = engine or Engine.load(settings.model_dir, settings.onnx_threads())
+        warm_up(runtime.engine, settings.max_batch_size)
+        if settings.batching:
+            runtime.batcher = Batcher(
+                runtime.engine.member_log_probs,
+                settings.max_batch_size,
+                settings.max_queue_delay_ms / 1000,
+                settings.max_queue_rows,
+            )
+            runtime.batcher.start()
+        runtime.ready = True
+        log.info(
+            "serving %s (D=%d, K=%d)",
+            runtime.engine.manifest.name,
+            runtime.engine.dim,
+            len(runtime.engine.nets),
+        )
+        yield
+        runtime.ready, runtime.not_ready_reason = False, "shutting down"
+        if runtime.batcher is not None:
+            await runtime.batcher.close()
+
+    app = FastAPI(
+        title="made-serve",
+        version="0.1.0",
+        summary="Likelihoods, completions and samples from a MADE mixture.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(v1.router)
+    return app

@@ -1,0 +1,65 @@
+"""``made-serve``: validate the artifact, then run the app under uvicorn."""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from service.artifact import ArtifactError
+from service.engine import Engine
+from service.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="made-serve", description="Serve a MADE artifact over HTTP (settings: MADE_*)."
+    )
+    parser.add_argument("--model", type=Path, help="artifact directory (MADE_MODEL_DIR)")
+    parser.add_argument("--host", help="address to bind (MADE_HOST)")
+    parser.add_argument("--port", type=int, help="port (MADE_PORT)")
+    parser.add_argument("--workers", type=int, help="worker processes (MADE_WORKERS)")
+    args = parser.parse_args(argv)
+    overrides = {
+        key: value
+        for key, value in (
+            ("model_dir", args.model),
+            ("host", args.host),
+            ("port", args.port),
+            ("workers", args.workers),
+        )
+        if value is not None
+    }
+    settings = Settings(**overrides)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
+    try:  # fail fast with one line, before uvicorn starts
+        Engine.load(settings.model_dir, threads=1)
+    except ArtifactError as exc:
+        print(f"made-serve: cannot serve {settings.model_dir}: {exc}", file=sys.stderr)
+        return 1
+    if settings.workers > 1:
+        # Workers are separate processes that build their own app from the environment.
+        import os
+
+        for key, value in overrides.items():
+            os.environ[f"MADE_{key.upper()}"] = str(value)
+        uvicorn.run(
+            "service.asgi:app",
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=settings.shutdown_grace_s,
+        )
+        return 0
+    from service.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+    )
+    return 0

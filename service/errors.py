@@ -1,0 +1,72 @@
+"""Domain errors and the one place that maps them to HTTP responses."""
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+
+from service.responses import NumpyJSONResponse
+
+RETRY_AFTER_SECONDS = 1
+
+
+class ServiceError(Exception):
+    """An error with an HTTP status and a message meant for the client."""
+
+    status_code = 500
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def body(self) -> dict[str, object]:
+        return {"detail": self.message}
+
+
+class InvalidField(ServiceError):
+    """A request field that is present but wrong: 422 naming the field, like FastAPI's own."""
+
+    status_code = 422
+
+    def __init__(self, loc: tuple[str | int, ...], message: str):
+        super().__init__(f"{'.'.join(map(str, loc))}: {message}")
+        self.loc = ("body", *loc)
+        self.problem = message
+
+    def body(self) -> dict[str, object]:
+        return {"detail": [{"loc": list(self.loc), "msg": self.problem, "type": "value_error"}]}
+
+
+class InvalidBody(ServiceError):
+    """A body that is not a JSON object at all."""
+
+    status_code = 400
+
+
+class BodyTooLarge(ServiceError):
+    status_code = 413
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+
+
+class Unavailable(ServiceError):
+    """Overloaded, timed out, not ready or shutting down: try again shortly."""
+
+    status_code = 503
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> NumpyJSONResponse:
+        return NumpyJSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> NumpyJSONResponse:
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return NumpyJSONResponse({"detail": detail}, status_code=422)

@@ -1,0 +1,30 @@
+"""PNG grids of binary images, so a person can look at samples and completions."""
+
+import io
+
+import numpy as np
+from PIL import Image
+
+SCALE = 4  # screen pixels per model pixel
+GAP = 1  # model pixels between tiles
+
+
+def grid_png(images: np.ndarray, image_shape: tuple[int, int], columns: int | None = None) -> bytes:
+    """images: [N, D] in {0, 1} -> one PNG with the N images tiled, on pixels white."""
+    height, width = image_shape
+    count = len(images)
+    columns = columns or max(1, min(count, int(np.ceil(np.sqrt(count)))))
+    rows = int(np.ceil(count / columns))
+    canvas = np.full(
+        (rows * (height + GAP) + GAP, columns * (width + GAP) + GAP), 96, dtype=np.uint8
+    )
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        top, left = GAP + r * (height + GAP), GAP + c * (width + GAP)
+        canvas[top : top + height, left : left + width] = image.reshape(height, width) * 255
+    picture = Image.fromarray(canvas).resize(
+        (canvas.shape[1] * SCALE, canvas.shape[0] * SCALE), Image.Resampling.NEAREST
+    )
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,58 @@
+"""What the routes share while the app runs: settings, the engine, the batcher, readiness."""
+
+import asyncio
+import secrets
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from service.batcher import Batcher
+from service.engine import Engine
+from service.errors import Unavailable
+from service.settings import Settings
+
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine | None = None
+    batcher: Batcher | None = None
+    ready: bool = False
+    not_ready_reason: str = "starting"
+    in_flight: set[asyncio.Task] = field(default_factory=set)
+
+    def require_engine(self) -> Engine:
+        if self.engine is None or not self.ready:
+            raise Unavailable(f"model not ready: {self.not_ready_reason}")
+        return self.engine
+
+    async def bounded(self, work: Awaitable[T]) -> T:
+        """Await work within the request timeout; past it the client gets 503."""
+        try:
+            return await asyncio.wait_for(work, self.settings.request_timeout_s)
+        except TimeoutError:
+            raise Unavailable(
+                f"request timed out after {self.settings.request_timeout_s:g} s"
+            ) from None
+
+    async def member_log_probs(self, rows: np.ndarray) -> np.ndarray:
+        """[B, K] member log-likelihoods, through the batcher when it is on."""
+        engine = self.require_engine()
+        if self.batcher is not None:
+            return await self.bounded(self.batcher.submit(rows))
+        return await self.bounded(run_in_threadpool(engine.member_log_probs, rows))
+
+
+def runtime_of(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The request's seed, or a fresh one that the response reports so it can be replayed."""
+    return seed if seed is not None else secrets.randbits(63)
