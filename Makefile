@@ -28,8 +28,20 @@ run: $(BIN)/.installed $(ARTIFACT)/manifest.json
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/bandit -q -r service model
+	# The image cannot be built here (no Docker engine): lint its files and check the manifests
+	# against the Kubernetes (1.30, the first with the preStop sleep) and Compose schemas.
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/yamllint --strict docker .ci .yamllint.yaml
+	$(BIN)/kubernetes-validate --strict --quiet -k 1.30.0 docker/k8s/*.yaml
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker/compose.yaml
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Serving benchmarks of issue 4 (a few minutes; trains the reference model once into
+# bench-results/cache): prints the table, writes bench-results/latest.{json,md}.
+bench: $(BIN)/.installed
+	$(BIN)/python -m tests.bench.run

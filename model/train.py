@@ -162,7 +162,9 @@ class Trainer:
         path.with_suffix(".tmp").replace(path)
 
     def resume(self) -> None:
-        state = torch.load(self.out_dir / LAST_CHECKPOINT, map_location=self.device)
+        state = torch.load(
+            self.out_dir / LAST_CHECKPOINT, map_location=self.device, weights_only=True
+        )
         if state["config"] != self.config.to_dict():
             raise ValueError(
                 f"{self.out_dir / LAST_CHECKPOINT} was written with another configuration; "
@@ -288,7 +290,7 @@ def load_trained(path: Path) -> TrainedModel:
         path = path / FINAL_MODEL
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; train first (made-train)")
-    state = torch.load(path, map_location="cpu")
+    state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
     config = TrainConfig(**state["config"])
     model = build_model(config, state["pool"]["orderings"].shape[1], pool_from_state(state["pool"]))
     model.load_state_dict(state["model"])

@@ -5,12 +5,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
+from service.auth import require_api_key
 from service.batcher import Batcher
 from service.engine import Engine
 from service.errors import install_error_handlers
-from service.routes import health, v1
+from service.metrics import Metrics
+from service.request_log import RequestLogMiddleware
+from service.routes import admin, health, metrics, page, v1, v2
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -31,6 +35,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     """Build the app; pass ``engine`` to serve an already loaded model (tests do)."""
     settings = settings or Settings()
     runtime = Runtime(settings=settings)
+    observed = Metrics(runtime)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,6 +47,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 settings.max_batch_size,
                 settings.max_queue_delay_ms / 1000,
                 settings.max_queue_rows,
+                observed.batch_stats(),
             )
             runtime.batcher.start()
         runtime.ready = True
@@ -63,7 +69,24 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.metrics = observed
     install_error_handlers(app)
     app.include_router(health.router)
-    app.include_router(v1.router)
+    app.include_router(metrics.router)
+    app.include_router(v2.health_router)
+    # Health (and metrics) stay open for probes; everything else is mounted behind the key.
+    app.include_router(v1.router, dependencies=[Depends(require_api_key)])
+    app.include_router(v2.router, dependencies=[Depends(require_api_key)])
+    app.include_router(admin.router)
+    # The page is open so it can load and then ask for the key its /v1 calls need.
+    app.include_router(page.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(RequestLogMiddleware, metrics=observed)  # outermost: sees every response
     return app

@@ -2,6 +2,8 @@
 
 import argparse
 import logging
+import logging.config
+import signal
 import sys
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import uvicorn
 
 from service.artifact import ArtifactError
 from service.engine import Engine
+from service.request_log import logging_config
 from service.settings import Settings
 
 
@@ -32,16 +35,25 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None
     }
     settings = Settings(**overrides)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
+    log_config = logging_config(settings.log_level)
+    logging.config.dictConfig(log_config)
     try:  # fail fast with one line, before uvicorn starts
         Engine.load(settings.model_dir, threads=1)
     except ArtifactError as exc:
         print(f"made-serve: cannot serve {settings.model_dir}: {exc}", file=sys.stderr)
         return 1
+    # uvicorn drains on SIGTERM, then re-raises the signal; by then the drain is done, so exit 0
+    # as orchestrators expect of a clean stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if settings.workers > 1:
         # Workers are separate processes that build their own app from the environment.
         import os
 
+        logging.getLogger("made_serve").warning(
+            "%d workers: /metrics reports the one worker a scrape reaches; "
+            "run one worker per container for complete metrics",
+            settings.workers,
+        )
         for key, value in overrides.items():
             os.environ[f"MADE_{key.upper()}"] = str(value)
         uvicorn.run(
@@ -50,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level.lower(),
+            log_config=log_config,
+            access_log=False,  # the app logs each request itself, as JSON
             timeout_graceful_shutdown=settings.shutdown_grace_s,
         )
         return 0
@@ -60,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=log_config,
+        access_log=False,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
     return 0

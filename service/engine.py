@@ -18,9 +18,10 @@ from service import artifact
 from service.artifact import ArtifactError, Manifest
 from service.masks import MaskPool, input_degrees
 from service.mixture import log_weights, mixture_log_prob
-from service.sampler import MemberNet, ancestral, member_nets
+from service.sampler import MemberNet, ancestral_members, member_nets, sampler_plan
 
 Method = Literal["exact", "importance"]
+PARITY_TOLERANCE = 1e-3  # nats, as at export
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Engine:
         self.manifest = manifest
         self.session = session
         self.nets = nets
+        self.plan = sampler_plan(nets)  # the weights laid out once for the blocked sampler
         self.dim = manifest.dim
         self.weights = np.asarray(manifest.mixture_weights, dtype=np.float64)
         self.active = np.flatnonzero(self.weights > 0)
@@ -84,11 +86,24 @@ class Engine:
         return engine
 
     def smoke_check(self) -> None:
-        """Fail at load, not at the first request, on a graph that gives non-finite output."""
+        """Fail at load, not at the first request, on a graph that gives non-finite output or
+        disagrees with the sampler's numpy reading of the same weights (a tampered graph)."""
         rows = (np.random.default_rng(0).random((4, self.dim)) < 0.5).astype(np.float32)
         per_member, _ = self.forward(rows)
         if not np.isfinite(per_member).all():
             raise ArtifactError("model.onnx produces non-finite log-likelihoods (NaN weights?)")
+        members = np.repeat(np.arange(len(self.nets)), len(rows))
+        tiled = np.tile(rows, (len(self.nets), 1))
+        _, log_weight = ancestral_members(
+            self.nets, self.plan, members, tiled, np.zeros(tiled.shape)
+        )
+        numpy_side = log_weight.reshape(len(self.nets), len(rows)).T
+        gap = float(np.abs(numpy_side - per_member).max())
+        if gap > PARITY_TOLERANCE:
+            raise ArtifactError(
+                f"model.onnx log-likelihoods differ from its own weights' by {gap:.3g} nats "
+                f"(more than {PARITY_TOLERANCE}): the graph does not compute the manifest's model"
+            )
 
     # -- batched model calls ---------------------------------------------------------------
     def forward(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,13 +157,11 @@ class Engine:
         the member's conditionals of the observed entries; sum(v) is unbiased for p(x_obs).
         """
         per_member = self.particles_per_member(num_particles)
-        given = np.broadcast_to(row, (per_member, self.dim))
-        samples, log_v = [], []
-        for k in self.active:
-            x, log_omega = ancestral(self.nets[k], given, rng.random((per_member, self.dim)))
-            samples.append(x)
-            log_v.append(log_omega + math.log(self.weights[k]) - math.log(per_member))
-        return np.concatenate(samples), np.concatenate(log_v)
+        members = np.repeat(self.active, per_member)
+        given = np.broadcast_to(row, (len(members), self.dim))
+        uniforms = rng.random((len(members), self.dim))  # the same stream as member by member
+        x, log_omega = ancestral_members(self.nets, self.plan, members, given, uniforms)
+        return x, log_omega + np.log(self.weights[members]) - math.log(per_member)
 
     def marginal(self, rows: np.ndarray, num_particles: int, rng: np.random.Generator) -> Marginal:
         """log p(x_observed) for rows with NaN entries: exact for prefix sets, else importance."""
@@ -194,9 +207,7 @@ class Engine:
                 chosen = rng.choice(len(self.nets), size=num_samples, p=posterior)
                 given = np.broadcast_to(row, (num_samples, self.dim))
                 uniforms = rng.random((num_samples, self.dim))
-                for k in np.unique(chosen):
-                    idx = np.flatnonzero(chosen == k)
-                    out[i, idx], _ = ancestral(self.nets[k], given[idx], uniforms[idx])
+                out[i], _ = ancestral_members(self.nets, self.plan, chosen, given, uniforms)
                 sizes.append(None)
                 methods.append("exact")
                 continue
@@ -213,11 +224,7 @@ class Engine:
         members = rng.choice(len(self.nets), size=num_samples, p=self.weights)
         uniforms = rng.random((num_samples, self.dim))
         given = np.full((num_samples, self.dim), np.nan, dtype=np.float32)
-        out = np.empty((num_samples, self.dim), dtype=np.float32)
-        for k in np.unique(members):
-            idx = np.flatnonzero(members == k)
-            out[idx], _ = ancestral(self.nets[k], given[idx], uniforms[idx])
-        return out
+        return ancestral_members(self.nets, self.plan, members, given, uniforms)[0]
 
 
 def mixture_posterior_log(member_log_probs: np.ndarray, weights: np.ndarray) -> np.ndarray:

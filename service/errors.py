@@ -52,6 +52,25 @@ class UnsupportedMediaType(ServiceError):
     status_code = 415
 
 
+class Unauthorized(ServiceError):
+    """No or wrong API key; the header tells the client which scheme to use."""
+
+    status_code = 401
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+
+
+class ArtifactRejected(ServiceError):
+    """A reload whose new artifact failed validation; the old model keeps serving."""
+
+    status_code = 409
+
+
 class Unavailable(ServiceError):
     """Overloaded, timed out, not ready or shutting down: try again shortly."""
 

@@ -26,6 +26,7 @@ class Runtime:
     ready: bool = False
     not_ready_reason: str = "starting"
     in_flight: set[asyncio.Task] = field(default_factory=set)
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def require_engine(self) -> Engine:
         if self.engine is None or not self.ready:
@@ -41,12 +42,34 @@ class Runtime:
                 f"request timed out after {self.settings.request_timeout_s:g} s"
             ) from None
 
-    async def member_log_probs(self, rows: np.ndarray) -> np.ndarray:
-        """[B, K] member log-likelihoods, through the batcher when it is on."""
-        engine = self.require_engine()
-        if self.batcher is not None:
-            return await self.bounded(self.batcher.submit(rows))
+    async def member_log_probs(self, rows: np.ndarray, engine: Engine | None = None) -> np.ndarray:
+        """[B, K] member log-likelihoods, through the batcher when it is on.
+
+        ``engine`` is the one the rows were decoded for; after a reload it may be the old one,
+        which then finishes the request itself instead of the new model's batcher.
+        """
+        current = self.require_engine()
+        engine = engine or current
+        batcher = self.batcher
+        if batcher is not None and engine is current:
+            return await self.bounded(batcher.submit(rows))
         return await self.bounded(run_in_threadpool(engine.member_log_probs, rows))
+
+    async def swap_engine(self, engine: Engine) -> None:
+        """Serve ``engine`` from now on; rows already queued finish on the old model."""
+        old = self.batcher
+        if old is not None:
+            self.batcher = Batcher(
+                engine.member_log_probs,
+                old.max_batch_size,
+                old.max_queue_delay_s,
+                old.max_queue_rows,
+                old.stats,
+            )
+            self.batcher.start()
+        self.engine = engine  # no await between the two assignments: the switch is atomic
+        if old is not None:
+            await old.close()
 
 
 def runtime_of(request: Request) -> Runtime:

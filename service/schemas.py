@@ -104,7 +104,8 @@ class SampleResponse(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     dim: int
-    image_shape: tuple[int, int] | None
+    # A list in the schema: OpenAPI 3.1 has no tuple ``items``; the JSON is the same [H, W].
+    image_shape: Annotated[list[int], Field(min_length=2, max_length=2)] | None
     num_members: int
     mixture_weights: list[float]
     weights_kind: str

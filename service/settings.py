@@ -47,9 +47,18 @@ class Settings(BaseSettings):
         16384, ge=1, description="Most importance-sampling particles per request."
     )
     default_particles: int = Field(256, ge=1, description="Particles when a request does not say.")
-    log_level: str = Field("info", description="Logging level.")
-    api_key: str | None = Field(None, description="When set, /v1 routes need 'Bearer <key>'.")
-    cors_origins: list[str] = Field(default_factory=list, description="CORS origins; empty = off.")
+    log_level: str = Field(
+        "info", description="Logging level; logs are JSON lines on stderr, one per request."
+    )
+    api_key: str | None = Field(
+        None,
+        description="When set (non-empty), every route but health and metrics needs "
+        "'Authorization: Bearer <key>'; admin routes are off without it.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='CORS origins, JSON list (["https://a.example"]); empty = off.',
+    )
     shutdown_grace_s: float = Field(
         20.0, ge=0, description="Seconds to finish in-flight requests on SIGTERM."
     )

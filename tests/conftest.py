@@ -1,9 +1,21 @@
 """Session fixtures: tiny artifacts trained in seconds, so the math can be checked exactly."""
 
+import asyncio
+import json
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
+import httpx
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from service.client import MadeClient
+
+T = TypeVar("T")
 
 TINY_DIM = 8
 
@@ -65,3 +77,70 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_trained) -> Pat
     out = tmp_path_factory.mktemp("artifacts") / "tiny"
     export(tiny_trained, out)
     return out
+
+
+def export_tiny(factory: pytest.TempPathFactory, name: str, dim: int, **overrides: object) -> Path:
+    """Train a tiny model on correlated rows of width ``dim`` and export it as artifact ``name``."""
+    from model.export import export
+
+    data = write_splits(factory.mktemp(f"{name}-data"), dim)
+    out = factory.mktemp("artifacts") / name
+    export(train_tiny(factory.mktemp(f"{name}-run"), data, **overrides), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def natural_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """D=8, every member in the natural ordering: observed prefixes give exact completions."""
+    return export_tiny(tmp_path_factory, "natural", TINY_DIM, ordering="natural")
+
+
+@pytest.fixture(scope="session")
+def wide_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """D=11, small enough to enumerate all 2^D rows over HTTP."""
+    return export_tiny(tmp_path_factory, "wide", 11, epochs=3)
+
+
+@pytest.fixture(scope="session")
+def digits_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 8x8 digits source briefly trained: an image model (D=64)."""
+    from model.export import export
+
+    out = tmp_path_factory.mktemp("artifacts") / "digits"
+    run = tmp_path_factory.mktemp("digits-run")
+    trained = train_tiny(run, run, source="digits", epochs=2)  # digits ignores the data folder
+    export(trained, out)
+    return out
+
+
+def strict_json(text: str | bytes) -> object:
+    """json.loads that refuses NaN and Infinity, which are not JSON."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"response contains {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@contextmanager
+def served(artifact: Path, **settings: object) -> Iterator["MadeClient"]:
+    """A MadeClient on an in-process app (lifespan run); every JSON response is parsed strictly."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.client import MadeClient
+    from service.settings import Settings
+
+    def check(response: httpx.Response) -> None:
+        if response.headers.get("content-type", "").startswith("application/json"):
+            strict_json(response.read())
+
+    with TestClient(create_app(Settings(model_dir=artifact, **settings))) as http:
+        http.event_hooks["response"].append(check)
+        yield MadeClient(client=http)
+
+
+def run_async(coroutine: Coroutine[object, object, T]) -> T:
+    """asyncio.run in a fresh thread: pytest-playwright keeps an event loop running in this one."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -30,6 +30,7 @@ from service.schemas import (
 
 ERRORS = {
     400: {"model": ErrorBody, "description": "Body is not JSON."},
+    401: {"model": ErrorBody, "description": "MADE_API_KEY is set and the request lacks it."},
     413: {"model": ErrorBody, "description": "Body too large."},
     415: {"model": ErrorBody, "description": "Not application/json."},
     422: {"model": ValidationErrorBody, "description": "A field is invalid; loc names it."},
@@ -49,7 +50,7 @@ def _body_schema(model: type) -> dict:
     }
 
 
-@router.get("/model", response_model=ModelInfo, responses={503: ERRORS[503]})
+@router.get("/model", response_model=ModelInfo, responses={401: ERRORS[401], 503: ERRORS[503]})
 async def model_info(request: Request) -> ModelInfo:
     engine = runtime_of(request).require_engine()
     m = engine.manifest
@@ -130,6 +131,8 @@ async def log_likelihood(request: Request) -> NumpyJSONResponse:
     rows = _rows(
         engine, body.inputs, True, booleans_outside_options(raw, body), runtime.settings.max_rows
     )
+    request.state.rows = len(rows)  # for the request log
+    particles = _particles(runtime, body.num_particles)  # refused even when no row needs it
     missing = np.isnan(rows).any(axis=1)
     if missing.any() and (body.per_member or body.per_dimension):
         raise InvalidField(
@@ -154,12 +157,11 @@ async def log_likelihood(request: Request) -> NumpyJSONResponse:
             if body.per_dimension:
                 result["per_dimension"] = detail.per_dimension
         else:
-            per_member = await runtime.member_log_probs(rows[complete])
+            per_member = await runtime.member_log_probs(rows[complete], engine)
             log_lik[complete] = engine.mixture(per_member)
     incomplete = np.flatnonzero(missing)
     if len(incomplete):
         seed = resolve_seed(body.seed)
-        particles = _particles(runtime, body.num_particles)
         marginal = await runtime.bounded(
             run_in_threadpool(
                 engine.marginal, rows[incomplete], particles, np.random.default_rng(seed)
@@ -196,6 +198,7 @@ async def complete(request: Request) -> Response:
     raw = await read_body(request, runtime.settings.max_body_bytes)
     body = parse_body(raw, CompleteRequest)
     rows = _rows(engine, body.inputs, True, True, runtime.settings.max_rows)
+    request.state.rows = len(rows)
     _samples(runtime, body.num_samples, len(rows))
     particles = _particles(runtime, body.num_particles)
     png = _png_wanted(request, body.format, engine)

@@ -1,0 +1,264 @@
+"""A typed client for the /v1 API on httpx, sync and async: numpy arrays in, numpy arrays out.
+
+Rows are [B, D] (or [B, H, W] for image models) with entries 0 or 1 and NaN for a missing entry,
+which is sent as JSON null. Log-likelihoods are in nats.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+from numpy.typing import ArrayLike
+
+
+class MadeClientError(Exception):
+    """The server refused a request: its HTTP status and its ``detail`` (a string or a list)."""
+
+    def __init__(self, status: int, detail: object):
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+    @property
+    def loc(self) -> tuple[str | int, ...]:
+        """Where the first validation error is, e.g. ("body", "inputs", 0); () otherwise."""
+        if isinstance(self.detail, list) and self.detail and isinstance(self.detail[0], dict):
+            return tuple(self.detail[0].get("loc", ()))
+        return ()
+
+
+@dataclass(frozen=True)
+class LogLikelihood:
+    log_likelihood: np.ndarray  # [B] nats; of the observed entries for rows with NaN
+    bits_per_dim: np.ndarray  # [B]
+    method: tuple[str, ...]  # [B] "exact" or "importance"
+    standard_error: np.ndarray  # [B] of the log estimate, 0 where exact
+    effective_sample_size: np.ndarray  # [B], NaN where exact
+    seed: int | None  # set when some row needed particles
+    per_member: np.ndarray | None  # [B, K]
+    per_dimension: np.ndarray | None  # [B, K, D]
+
+
+@dataclass(frozen=True)
+class Completions:
+    completions: np.ndarray  # [B, n, D] uint8
+    method: tuple[str, ...]  # [B]
+    effective_sample_size: np.ndarray  # [B], NaN where exact
+    seed: int
+
+
+@dataclass(frozen=True)
+class Samples:
+    samples: np.ndarray  # [n, D] uint8
+    seed: int
+
+
+def encode_rows(inputs: ArrayLike) -> list:
+    """Rows to JSON lists: 0/1 become ints, NaN becomes null, anything else is left for the
+    server to refuse (so a 0.5 is reported, not silently rounded)."""
+    array = np.asarray(inputs, dtype=np.float64)
+    cells = array.astype(object)
+    binary = (array == 0) | (array == 1)
+    cells[binary] = array[binary].astype(np.int64)
+    cells[np.isnan(array)] = None
+    return cells.tolist()
+
+
+def _body(**fields: Any) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def _sizes(values: list[float | None]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _optional(values: list | None, dtype: type) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=dtype)
+
+
+def _log_likelihood(data: dict[str, Any]) -> LogLikelihood:
+    return LogLikelihood(
+        log_likelihood=np.asarray(data["log_likelihood"], dtype=np.float64),
+        bits_per_dim=np.asarray(data["bits_per_dim"], dtype=np.float64),
+        method=tuple(data["method"]),
+        standard_error=np.asarray(data["standard_error"], dtype=np.float64),
+        effective_sample_size=_sizes(data["effective_sample_size"]),
+        seed=data.get("seed"),
+        per_member=_optional(data.get("per_member"), np.float64),
+        per_dimension=_optional(data.get("per_dimension"), np.float64),
+    )
+
+
+def _completions(data: dict[str, Any]) -> Completions:
+    return Completions(
+        completions=np.asarray(data["completions"], dtype=np.uint8),
+        method=tuple(data["method"]),
+        effective_sample_size=_sizes(data["effective_sample_size"]),
+        seed=data["seed"],
+    )
+
+
+def _samples(data: dict[str, Any]) -> Samples:
+    return Samples(np.asarray(data["samples"], dtype=np.uint8), data["seed"])
+
+
+def _checked(response: httpx.Response) -> httpx.Response:
+    if response.is_success:
+        return response
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    raise MadeClientError(response.status_code, detail)
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+class MadeClient:
+    """Blocking client. Pass ``base_url``, or an ``httpx.Client`` (e.g. FastAPI's TestClient)."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        client: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+    ):
+        self.http = client or httpx.Client(base_url=base_url, transport=transport, timeout=timeout)
+        self.headers = _headers(api_key)
+
+    def _get(self, path: str) -> httpx.Response:
+        return _checked(self.http.get(path, headers=self.headers))
+
+    def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return _checked(self.http.post(path, json=body, headers=self.headers))
+
+    def ready(self) -> bool:
+        """True once the model is loaded and warmed up (/readyz answers 200)."""
+        return self.http.get("/readyz", headers=self.headers).status_code == 200
+
+    def model(self) -> dict[str, Any]:
+        return self._get("/v1/model").json()
+
+    def log_likelihood(
+        self,
+        inputs: ArrayLike,
+        per_member: bool = False,
+        per_dimension: bool = False,
+        num_particles: int | None = None,
+        seed: int | None = None,
+    ) -> LogLikelihood:
+        body = _body(
+            inputs=encode_rows(inputs),
+            per_member=per_member or None,
+            per_dimension=per_dimension or None,
+            num_particles=num_particles,
+            seed=seed,
+        )
+        return _log_likelihood(self._post("/v1/log-likelihood", body).json())
+
+    def complete(
+        self,
+        inputs: ArrayLike,
+        num_samples: int = 1,
+        num_particles: int | None = None,
+        seed: int | None = None,
+    ) -> Completions:
+        body = _body(
+            inputs=encode_rows(inputs),
+            num_samples=num_samples,
+            num_particles=num_particles,
+            seed=seed,
+        )
+        return _completions(self._post("/v1/complete", body).json())
+
+    def complete_png(
+        self, inputs: ArrayLike, num_samples: int = 1, seed: int | None = None
+    ) -> bytes:
+        """A PNG grid of the completions, one row of the grid per input (image models only)."""
+        body = _body(inputs=encode_rows(inputs), num_samples=num_samples, seed=seed, format="png")
+        return self._post("/v1/complete", body).content
+
+    def sample(self, num_samples: int = 1, seed: int | None = None) -> Samples:
+        return _samples(self._post("/v1/sample", _body(num_samples=num_samples, seed=seed)).json())
+
+    def sample_png(self, num_samples: int = 1, seed: int | None = None) -> bytes:
+        body = _body(num_samples=num_samples, seed=seed, format="png")
+        return self._post("/v1/sample", body).content
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class AsyncMadeClient:
+    """The same API for asyncio; pass ``base_url``, an ``httpx.AsyncClient`` or a transport."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+    ):
+        self.http = client or httpx.AsyncClient(
+            base_url=base_url, transport=transport, timeout=timeout
+        )
+        self.headers = _headers(api_key)
+
+    async def _get(self, path: str) -> httpx.Response:
+        return _checked(await self.http.get(path, headers=self.headers))
+
+    async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return _checked(await self.http.post(path, json=body, headers=self.headers))
+
+    async def ready(self) -> bool:
+        return (await self.http.get("/readyz", headers=self.headers)).status_code == 200
+
+    async def model(self) -> dict[str, Any]:
+        return (await self._get("/v1/model")).json()
+
+    async def log_likelihood(
+        self,
+        inputs: ArrayLike,
+        per_member: bool = False,
+        per_dimension: bool = False,
+        num_particles: int | None = None,
+        seed: int | None = None,
+    ) -> LogLikelihood:
+        body = _body(
+            inputs=encode_rows(inputs),
+            per_member=per_member or None,
+            per_dimension=per_dimension or None,
+            num_particles=num_particles,
+            seed=seed,
+        )
+        return _log_likelihood((await self._post("/v1/log-likelihood", body)).json())
+
+    async def complete(
+        self,
+        inputs: ArrayLike,
+        num_samples: int = 1,
+        num_particles: int | None = None,
+        seed: int | None = None,
+    ) -> Completions:
+        body = _body(
+            inputs=encode_rows(inputs),
+            num_samples=num_samples,
+            num_particles=num_particles,
+            seed=seed,
+        )
+        return _completions((await self._post("/v1/complete", body)).json())
+
+    async def sample(self, num_samples: int = 1, seed: int | None = None) -> Samples:
+        body = _body(num_samples=num_samples, seed=seed)
+        return _samples((await self._post("/v1/sample", body)).json())
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

@@ -1,0 +1,82 @@
+"""Admin routes (API key only): hot reload of the served artifact."""
+
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from service.artifact import ArtifactError
+from service.auth import require_admin_key
+from service.engine import Engine
+from service.errors import ArtifactRejected, InvalidField
+from service.runtime import runtime_of
+from service.schemas import ErrorBody, ValidationErrorBody
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin_key)])
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_dir: str | None = Field(
+        None,
+        description="Artifact directory beside the served one (same parent folder); "
+        "default: the configured MADE_MODEL_DIR again.",
+    )
+
+
+class ReloadResponse(BaseModel):
+    name: str
+    model_dir: str
+    artifact_sha256: str
+    previous_sha256: str
+
+
+def artifact_dir(configured: Path, requested: str | None) -> Path:
+    """The directory to load: only the configured one or a sibling, never an arbitrary path."""
+    if requested is None:
+        return configured
+    root = configured.resolve().parent
+    candidate = (root / requested).resolve()
+    if candidate.parent != root:
+        raise InvalidField(("model_dir",), f"must be a directory beside {configured}")
+    return candidate
+
+
+@router.post(
+    "/reload",
+    response_model=ReloadResponse,
+    responses={
+        400: {"model": ErrorBody, "description": "Body is not JSON."},
+        401: {"model": ErrorBody, "description": "Missing or wrong API key."},
+        403: {"model": ErrorBody, "description": "No MADE_API_KEY configured: admin is off."},
+        409: {"model": ErrorBody, "description": "The new artifact is invalid; old one serves."},
+        422: {"model": ValidationErrorBody, "description": "A field is invalid; loc names it."},
+        503: {"model": ErrorBody, "description": "Not ready yet; retry."},
+    },
+)
+async def reload(request: Request, body: ReloadRequest) -> ReloadResponse:
+    """Load and validate a new artifact beside the old one, then switch to it atomically.
+
+    ``{}`` reloads the configured directory. Requests in flight finish on the old model; an
+    artifact that fails validation (files, sha256, schema, graph, parity smoke check) is
+    refused with 409 and the old model keeps serving.
+    """
+    runtime = runtime_of(request)
+    previous = runtime.require_engine()
+    directory = artifact_dir(runtime.settings.model_dir, body.model_dir)
+    async with runtime.reload_lock:
+        try:
+            engine = await run_in_threadpool(
+                Engine.load, directory, runtime.settings.onnx_threads()
+            )
+        except ArtifactError as exc:
+            raise ArtifactRejected(f"not reloaded, still serving the old model: {exc}") from None
+        await runtime.swap_engine(engine)
+    return ReloadResponse(
+        name=engine.manifest.name,
+        model_dir=str(directory),
+        artifact_sha256=engine.manifest.onnx.sha256,
+        previous_sha256=previous.manifest.onnx.sha256,
+    )

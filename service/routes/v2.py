@@ -1,0 +1,179 @@
+"""The Open Inference Protocol (KServe V2 REST) next to /v1: health, metadata and inference.
+
+Served model: the artifact's manifest name, version the first 12 hex digits of its ONNX sha256
+(the ``/versions/{version}`` paths are optional). Input ``x`` [B, D] of 0/1 values; output
+``log_likelihood`` [B] FP64, the mixture's log p(x) in nats, computed as /v1 does.
+"""
+
+from collections.abc import Awaitable, Callable
+from importlib.metadata import version as package_version
+
+from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
+
+from service.body import read_body
+from service.engine import Engine
+from service.errors import ServiceError
+from service.inference_protocol import (
+    INPUT,
+    INPUT_DATATYPE,
+    OUTPUT,
+    OUTPUT_DATATYPE,
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    ModelNotFound,
+    ProtocolErrorBody,
+    ServerMetadata,
+    check_outputs,
+    input_rows,
+    log_likelihood_output,
+    parse_request,
+)
+from service.responses import NumpyJSONResponse
+from service.runtime import runtime_of
+
+PLATFORM = "onnxruntime_onnx"
+ERRORS = {
+    code: {"model": ProtocolErrorBody, "description": text}
+    for code, text in (
+        (400, "The request breaks the protocol or the model's input contract."),
+        (401, "MADE_API_KEY is set and the request lacks it."),
+        (404, "No such model or version."),
+        (413, "Body too large."),
+        (415, "Not application/json."),
+        (503, "Not ready, overloaded or timed out; retry."),
+    )
+}
+
+
+class ProtocolRoute(APIRoute):
+    """Every error on these routes, the service's shared ones too, in the protocol's body."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ServiceError as exc:
+                status = 400 if exc.status_code == 422 else exc.status_code
+                return NumpyJSONResponse(
+                    {"error": exc.message}, status_code=status, headers=exc.headers()
+                )
+
+        return handle
+
+
+health_router = APIRouter(prefix="/v2", tags=["v2"], route_class=ProtocolRoute)
+router = APIRouter(prefix="/v2/models", tags=["v2"], route_class=ProtocolRoute)
+
+
+def model_version(engine: Engine) -> str:
+    return engine.manifest.onnx.sha256[:12]
+
+
+def served_model(request: Request, name: str, version: str | None) -> Engine:
+    """The engine when ``name`` (and ``version``, if given) is what this server serves."""
+    engine = runtime_of(request).require_engine()
+    if name != engine.manifest.name:
+        raise ModelNotFound(f"unknown model {name!r}; this server serves {engine.manifest.name!r}")
+    if version is not None and version != model_version(engine):
+        raise ModelNotFound(
+            f"model {name!r} has no version {version!r}; it has {model_version(engine)!r}"
+        )
+    return engine
+
+
+@health_router.get("", response_model=ServerMetadata, responses={400: ERRORS[400]})
+async def server_metadata() -> ServerMetadata:
+    return ServerMetadata(name="made-serve", version=package_version("made-serve"), extensions=[])
+
+
+@health_router.get("/health/live")
+async def server_live() -> dict[str, bool]:
+    """200 while the process serves HTTP (Kubernetes liveness)."""
+    return {"live": True}
+
+
+@health_router.get("/health/ready", responses={503: ERRORS[503]})
+async def server_ready(request: Request) -> dict[str, bool]:
+    """200 once the model serves, 503 before that and while shutting down (readiness)."""
+    runtime_of(request).require_engine()
+    return {"ready": True}
+
+
+READY = {"responses": {404: ERRORS[404], 503: ERRORS[503]}}
+INFER = {
+    "response_model": InferenceResponse,
+    "responses": ERRORS,
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": InferenceRequest.model_json_schema()}},
+        }
+    },
+}
+
+
+def metadata(engine: Engine, name: str) -> ModelMetadata:
+    return ModelMetadata(
+        name=name,
+        versions=[model_version(engine)],
+        platform=PLATFORM,
+        inputs=[{"name": INPUT, "datatype": INPUT_DATATYPE, "shape": [-1, engine.dim]}],
+        outputs=[{"name": OUTPUT, "datatype": OUTPUT_DATATYPE, "shape": [-1]}],
+    )
+
+
+async def log_likelihoods(request: Request, engine: Engine, name: str) -> NumpyJSONResponse:
+    """The body's rows -> the protocol's response with their mixture log p(x) in nats."""
+    runtime = runtime_of(request)
+    body = parse_request(await read_body(request, runtime.settings.max_body_bytes))
+    check_outputs(body)
+    rows = input_rows(body, engine.dim, runtime.settings.max_rows)
+    request.state.rows = len(rows)
+    log_likelihood = engine.mixture(await runtime.member_log_probs(rows, engine))
+    return NumpyJSONResponse(
+        {
+            "model_name": name,
+            "model_version": model_version(engine),
+            # The protocol echoes the request's id; without one, the X-Request-ID stands in.
+            "id": body.id if body.id is not None else request.state.request_id,
+            "outputs": [log_likelihood_output(log_likelihood)],
+        }
+    )
+
+
+@health_router.get("/models/{name}/ready", **READY)
+async def model_ready(request: Request, name: str) -> dict:
+    served_model(request, name, None)
+    return {"name": name, "ready": True}
+
+
+@health_router.get("/models/{name}/versions/{version}/ready", **READY)
+async def model_version_ready(request: Request, name: str, version: str) -> dict:
+    served_model(request, name, version)
+    return {"name": name, "ready": True}
+
+
+@router.get("/{name}", response_model=ModelMetadata, responses=ERRORS)
+async def model_metadata(request: Request, name: str) -> ModelMetadata:
+    return metadata(served_model(request, name, None), name)
+
+
+@router.get("/{name}/versions/{version}", response_model=ModelMetadata, responses=ERRORS)
+async def model_version_metadata(request: Request, name: str, version: str) -> ModelMetadata:
+    return metadata(served_model(request, name, version), name)
+
+
+@router.post("/{name}/infer", **INFER)
+async def infer(request: Request, name: str) -> NumpyJSONResponse:
+    """log p(x) of each row of ``x`` under the mixture, in nats (exact; no missing entries)."""
+    return await log_likelihoods(request, served_model(request, name, None), name)
+
+
+@router.post("/{name}/versions/{version}/infer", **INFER)
+async def version_infer(request: Request, name: str, version: str) -> NumpyJSONResponse:
+    """As ``infer``, for an explicit version."""
+    return await log_likelihoods(request, served_model(request, name, version), name)

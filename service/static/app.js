@@ -1,0 +1,577 @@
+"use strict";
+// The page of made-serve. It calls only the public /v1 API, exactly as a client would; the API
+// key, when the service asks for one, lives in this closure and nowhere else.
+(() => {
+  const ROW_COLUMNS = 16; // layout of the row editor for models without an image shape
+  const THUMB_PIXELS = 96; // rough size of a completion or sample image
+  const COLORS = {
+    on: "#111111",
+    off: "#ffffff",
+    filledOn: "#1f5fbf",
+    filledOff: "#cfe0f7",
+    padding: "#dddddd",
+  };
+  const HEAT_STOPS = [
+    [255, 255, 255],
+    [255, 224, 102],
+    [240, 120, 40],
+    [180, 20, 30],
+    [80, 0, 20],
+  ];
+
+  const state = {
+    model: null,
+    rows: 1, // layout rows: the image height, or ceil(D / ROW_COLUMNS)
+    cols: 1,
+    pixels: [], // D entries: 1, 0 or null (unknown)
+    cursor: 0,
+    paintValue: 0,
+    painting: false,
+    apiKey: null,
+    retry: null, // the action a 401 interrupted, run again once a key is entered
+  };
+
+  const $ = (id) => document.getElementById(id);
+
+  /** An HTTP error from the API, with a message meant for a person. */
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  /** A mistake in the page's own fields, caught before any request. */
+  class InputError extends Error {}
+
+  // ---- talking to /v1 ------------------------------------------------------------------------
+
+  function showCall(method, path, body) {
+    const auth = state.apiKey ? ` -H 'Authorization: Bearer $MADE_API_KEY'` : "";
+    const url = `${window.location.origin}${path}`;
+    $("api-call").textContent =
+      body === undefined
+        ? `curl${auth} '${url}'`
+        : `curl -X ${method} '${url}' -H 'Content-Type: application/json'${auth} \\\n  -d '${body}'`;
+  }
+
+  function describeError(status, data, retryAfter) {
+    const detail = data && data.detail;
+    if (status === 401) {
+      return state.apiKey
+        ? "The service refused the API key. Enter the right key to continue."
+        : "This service needs an API key. Enter it below to continue.";
+    }
+    if (status === 422 && Array.isArray(detail)) {
+      const items = detail.map((item) => {
+        const loc = (item.loc || []).filter((part, i) => !(i === 0 && part === "body"));
+        return loc.length ? `${loc.join(".")}: ${item.msg}` : item.msg;
+      });
+      return `The service refused the request: ${items.join("; ")}.`;
+    }
+    if (status === 503) {
+      const wait = retryAfter ? ` Try again in ${retryAfter} s.` : " Try again shortly.";
+      return `The service is busy or not ready${detail ? ` (${detail})` : ""}.${wait}`;
+    }
+    const text = typeof detail === "string" ? detail : JSON.stringify(detail ?? "");
+    return `The service answered HTTP ${status}${text ? `: ${text}` : ""}.`;
+  }
+
+  async function api(method, path, body) {
+    const headers = {};
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (state.apiKey) headers.Authorization = `Bearer ${state.apiKey}`;
+    showCall(method, path, body);
+    let response;
+    try {
+      response = await fetch(path, { method, headers, body });
+    } catch (error) {
+      throw new ApiError(0, `Cannot reach the service: ${error.message}.`);
+    }
+    const text = await response.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = null;
+    }
+    if (!response.ok) {
+      const message = describeError(response.status, data, response.headers.get("Retry-After"));
+      throw new ApiError(response.status, message);
+    }
+    return data;
+  }
+
+  /** JSON body with the seed spliced in as typed: JSON numbers in JS lose digits past 2^53. */
+  function jsonBody(fields, seedText) {
+    const text = JSON.stringify(fields);
+    return seedText === undefined ? text : `${text.slice(0, -1)},"seed":${seedText}}`;
+  }
+
+  function randomSeed() {
+    return String(Math.floor(Math.random() * 2 ** 31));
+  }
+
+  // ---- messages and running actions ------------------------------------------------------------
+
+  function showMessage(text, kind = "error") {
+    const box = $("message");
+    box.textContent = text;
+    box.className = `message ${kind}`;
+    box.hidden = false;
+  }
+
+  function clearMessage() {
+    $("message").hidden = true;
+  }
+
+  /** Run one user action: mark its section busy, and turn every failure into a visible message. */
+  async function run(action, section) {
+    clearMessage();
+    if (section) section.setAttribute("aria-busy", "true");
+    try {
+      await action();
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) {
+        state.retry = { action, section };
+        $("key-form").hidden = false;
+        $("api-key").focus();
+      }
+      const known = error instanceof ApiError || error instanceof InputError;
+      showMessage(known ? error.message : `Unexpected error: ${error}`);
+    } finally {
+      if (section) section.setAttribute("aria-busy", "false");
+    }
+  }
+
+  function requireModel() {
+    if (!state.model) throw new InputError("The model has not loaded yet.");
+  }
+
+  function readCount(id, label) {
+    const text = $(id).value.trim();
+    if (!/^[1-9][0-9]*$/.test(text)) throw new InputError(`${label} must be a whole number ≥ 1.`);
+    return Number(text);
+  }
+
+  // ---- model card ----------------------------------------------------------------------------
+
+  function renderCard(m) {
+    $("card-name").textContent = m.name;
+    $("card-source").textContent = `${m.data_source} (${m.binarization})`;
+    $("card-dim").textContent = String(m.dim);
+    $("card-shape").textContent = m.image_shape
+      ? `${m.image_shape[0]} × ${m.image_shape[1]}`
+      : "none (rows of D values)";
+    $("card-members").textContent = `${m.num_members} (${m.weights_kind} weights)`;
+    $("card-nll").textContent = `${m.test_nll.toFixed(3)} nats`;
+    $("card-bits").textContent = m.test_bits_per_dim.toFixed(4);
+    $("card-sha").textContent = m.artifact_sha256.slice(0, 12);
+    $("card-sha").title = m.artifact_sha256;
+    $("card-versions").textContent = Object.entries(m.versions)
+      .map(([name, value]) => `${name} ${value}`)
+      .join(", ");
+    const bars = $("weights");
+    bars.replaceChildren();
+    const top = Math.max(...m.mixture_weights);
+    m.mixture_weights.forEach((weight, k) => {
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      bar.setAttribute("role", "listitem");
+      bar.dataset.weight = String(weight);
+      bar.setAttribute("aria-label", `member ${k}: ${weight.toFixed(3)}`);
+      bar.title = `member ${k}: ${weight.toFixed(3)}`;
+      bar.style.height = `${Math.max(2, (100 * weight) / top)}%`;
+      bars.append(bar);
+    });
+    $("weights-caption").textContent =
+      `Mixture weights of the ${m.num_members} members (${m.weights_kind}); ` +
+      `largest ${top.toFixed(3)}`;
+    $("card-loading").hidden = true;
+    $("card-fields").hidden = false;
+    $("weights-figure").hidden = false;
+  }
+
+  async function loadModel() {
+    const m = await api("GET", "/v1/model");
+    state.model = m;
+    if (m.image_shape) {
+      [state.rows, state.cols] = m.image_shape;
+    } else {
+      state.cols = Math.min(m.dim, ROW_COLUMNS);
+      state.rows = Math.ceil(m.dim / state.cols);
+    }
+    state.pixels = new Array(m.dim).fill(0);
+    renderCard(m);
+    buildGrid($("grid"), "cell");
+    buildGrid($("heatmap"), "heat");
+    refreshGrid();
+  }
+
+  // ---- drawing grid --------------------------------------------------------------------------
+
+  function cellName(d) {
+    if (!state.model.image_shape) return `dimension ${d}`;
+    return `row ${Math.floor(d / state.cols) + 1}, column ${(d % state.cols) + 1}`;
+  }
+
+  /** Cells laid out row by row; rows are ARIA rows but CSS-transparent so one CSS grid holds all. */
+  function buildGrid(container, prefix) {
+    container.replaceChildren();
+    container.style.setProperty("--cols", String(state.cols));
+    const cellSize = state.model.image_shape ? Math.max(10, Math.floor(336 / state.cols)) : 22;
+    container.style.setProperty("--grid-width", `${Math.min(360, cellSize * state.cols)}px`);
+    for (let r = 0; r < state.rows; r += 1) {
+      const row = document.createElement("div");
+      row.className = "grid-row";
+      if (container.getAttribute("role") === "grid") row.setAttribute("role", "row");
+      for (let c = 0; c < state.cols; c += 1) {
+        const d = r * state.cols + c;
+        if (d >= state.model.dim) break;
+        const cell = document.createElement("div");
+        cell.className = prefix;
+        cell.id = `${prefix}-${d}`;
+        cell.dataset.index = String(d);
+        if (prefix === "cell") cell.setAttribute("role", "gridcell");
+        row.append(cell);
+      }
+      container.append(row);
+    }
+  }
+
+  function stateName(value) {
+    if (value === null) return "unknown";
+    return value === 1 ? "on" : "off";
+  }
+
+  function refreshCell(d) {
+    const cell = $(`cell-${d}`);
+    const name = stateName(state.pixels[d]);
+    cell.dataset.state = name;
+    cell.setAttribute("aria-label", `${cellName(d)}: ${name}`);
+  }
+
+  function refreshGrid() {
+    state.pixels.forEach((_, d) => refreshCell(d));
+    moveCursor(state.cursor);
+    syncRowText();
+  }
+
+  function syncRowText() {
+    $("row-text").value = state.pixels.map((v) => (v === null ? "?" : String(v))).join("");
+  }
+
+  /** Results shown for an earlier drawing are dimmed and labelled, never silently kept. */
+  function markStale() {
+    if (!$("score-result").hidden) $("score").dataset.stale = "true";
+    if (!$("complete-info").hidden) $("complete").dataset.stale = "true";
+  }
+
+  function setPixel(d, value) {
+    if (state.pixels[d] === value) return;
+    state.pixels[d] = value;
+    refreshCell(d);
+    syncRowText();
+    markStale();
+  }
+
+  function brush() {
+    return document.querySelector('input[name="brush"]:checked').value;
+  }
+
+  /** The first cell of a stroke decides what the whole stroke paints: the toggle of that cell. */
+  function strokeValue(d) {
+    const current = state.pixels[d];
+    if (brush() === "unknown") return current === null ? 0 : null;
+    return current === 1 ? 0 : 1;
+  }
+
+  function moveCursor(d) {
+    const old = document.querySelector("#grid .cursor");
+    if (old) old.classList.remove("cursor");
+    state.cursor = Math.min(Math.max(d, 0), state.model.dim - 1);
+    $(`cell-${state.cursor}`).classList.add("cursor");
+    $("grid").setAttribute("aria-activedescendant", `cell-${state.cursor}`);
+  }
+
+  function cellAt(x, y) {
+    const element = document.elementFromPoint(x, y);
+    return element && element.classList.contains("cell") ? Number(element.dataset.index) : null;
+  }
+
+  function wireGrid() {
+    const grid = $("grid");
+    grid.addEventListener("pointerdown", (event) => {
+      const d = cellAt(event.clientX, event.clientY);
+      if (d === null || !state.model) return;
+      event.preventDefault();
+      grid.focus();
+      state.painting = true;
+      state.paintValue = strokeValue(d);
+      setPixel(d, state.paintValue);
+      moveCursor(d);
+      grid.setPointerCapture(event.pointerId);
+    });
+    grid.addEventListener("pointermove", (event) => {
+      if (!state.painting) return;
+      const d = cellAt(event.clientX, event.clientY);
+      if (d !== null) setPixel(d, state.paintValue);
+    });
+    const stop = () => {
+      state.painting = false;
+    };
+    grid.addEventListener("pointerup", stop);
+    grid.addEventListener("pointercancel", stop);
+    grid.addEventListener("keydown", (event) => {
+      if (!state.model) return;
+      const moves = {
+        ArrowLeft: -1,
+        ArrowRight: 1,
+        ArrowUp: -state.cols,
+        ArrowDown: state.cols,
+      };
+      if (event.key in moves) {
+        moveCursor(state.cursor + moves[event.key]);
+      } else if (event.key === " " || event.key === "Enter") {
+        setPixel(state.cursor, strokeValue(state.cursor));
+      } else {
+        return;
+      }
+      event.preventDefault();
+    });
+  }
+
+  function parseRowText() {
+    const text = $("row-text").value.replace(/[\s,]/g, "");
+    const dim = state.model.dim;
+    if (text.length !== dim || /[^01?]/.test(text)) {
+      syncRowText();
+      throw new InputError(`The row needs exactly ${dim} characters of 0, 1 or ?; got "${text}".`);
+    }
+    state.pixels = [...text].map((ch) => (ch === "?" ? null : Number(ch)));
+    refreshGrid();
+    markStale();
+  }
+
+  /** The drawing as the API takes it: image-shaped for image models, otherwise flat. */
+  function inputRow() {
+    if (!state.model.image_shape) return state.pixels.slice();
+    const rows = [];
+    for (let r = 0; r < state.rows; r += 1) {
+      rows.push(state.pixels.slice(r * state.cols, (r + 1) * state.cols));
+    }
+    return rows;
+  }
+
+  async function loadImage() {
+    requireModel();
+    const result = await api("POST", "/v1/sample", jsonBody({ num_samples: 1 }, randomSeed()));
+    state.pixels = result.samples[0].slice();
+    refreshGrid();
+    markStale();
+  }
+
+  // ---- score ---------------------------------------------------------------------------------
+
+  function heatColor(fraction) {
+    const scaled = Math.min(Math.max(fraction, 0), 1) * (HEAT_STOPS.length - 1);
+    const i = Math.min(Math.floor(scaled), HEAT_STOPS.length - 2);
+    const t = scaled - i;
+    const rgb = HEAT_STOPS[i].map((a, j) => Math.round(a + t * (HEAT_STOPS[i + 1][j] - a)));
+    return `rgb(${rgb.join(",")})`;
+  }
+
+  /** Member with the highest posterior weight w_k p_k(x) / p(x) for this input, and that weight. */
+  function likeliestMember(weights, perMember) {
+    const joint = perMember.map((logp, k) => Math.log(weights[k]) + logp);
+    const top = Math.max(...joint);
+    const total = joint.reduce((sum, value) => sum + Math.exp(value - top), 0);
+    const k = joint.indexOf(top);
+    return { k, posterior: 1 / total };
+  }
+
+  function renderHeat(surprise, pixels, member) {
+    const scale = Math.max(Math.LN2, ...surprise);
+    surprise.forEach((value, d) => {
+      const cell = $(`heat-${d}`);
+      cell.style.background = heatColor(value / scale);
+      cell.dataset.surprise = String(value);
+      cell.dataset.state = stateName(pixels[d]);
+      cell.title = `${cellName(d)}: ${value.toFixed(3)} nats`;
+    });
+    const total = surprise.reduce((sum, value) => sum + value, 0);
+    $("heatmap").setAttribute(
+      "aria-label",
+      `Heat map of per-pixel surprise under member ${member.k}; total ${total.toFixed(3)} nats`,
+    );
+    $("heat-caption").textContent =
+      `Per-pixel surprise −log p(x_d | x_<d) under member ${member.k}; white 0, dark red ` +
+      `${scale.toFixed(2)} nats. Dots mark pixels that are on.`;
+    $("heat-figure").hidden = false;
+  }
+
+  async function score() {
+    requireModel();
+    const pixels = state.pixels.slice();
+    const unknown = pixels.filter((v) => v === null).length;
+    // A seed makes a sampled marginal reproducible: the same call gives the same estimate.
+    const seed = unknown ? randomSeed() : undefined;
+    const fields = unknown
+      ? { inputs: [inputRow()] }
+      : { inputs: [inputRow()], per_member: true, per_dimension: true };
+    const result = await api("POST", "/v1/log-likelihood", jsonBody(fields, seed));
+    const method = result.method[0];
+    $("score-ll").textContent = `${result.log_likelihood[0].toFixed(3)} nats`;
+    $("score-bits").textContent = result.bits_per_dim[0].toFixed(4);
+    const memberText = $("score-member");
+    if (method === "exact") {
+      $("score-method").textContent = unknown
+        ? `exact marginal of the ${pixels.length - unknown} observed pixels`
+        : "exact";
+    } else {
+      const ess = result.effective_sample_size[0];
+      $("score-method").textContent =
+        `importance-sampled marginal of the ${pixels.length - unknown} observed pixels, ` +
+        `standard error ${result.standard_error[0].toFixed(3)} nats, ` +
+        `effective sample size ${ess.toFixed(1)}, seed ${seed}`;
+    }
+    $("score-method").dataset.seed = seed ?? "";
+    if (unknown) {
+      $("heat-figure").hidden = true;
+      delete memberText.dataset.member;
+      memberText.textContent =
+        "The heat map needs every pixel known: turn unknown pixels on or off to see it.";
+    } else {
+      const member = likeliestMember(state.model.mixture_weights, result.per_member[0]);
+      const surprise = result.per_dimension[0][member.k].map((logp) => -logp);
+      renderHeat(surprise, pixels, member);
+      memberText.textContent =
+        `Member ${member.k} explains this input best ` +
+        `(posterior weight ${member.posterior.toFixed(3)}).`;
+      memberText.dataset.member = String(member.k);
+    }
+    memberText.hidden = false;
+    $("score-result").hidden = false;
+    $("score").dataset.stale = "false";
+  }
+
+  // ---- images: completions and samples -------------------------------------------------------
+
+  /** One small canvas per row; ``observed`` (or null) says which pixels came from the input. */
+  function thumbnail(values, observed, label) {
+    const scale = Math.max(2, Math.floor(THUMB_PIXELS / Math.max(state.rows, state.cols)));
+    const canvas = document.createElement("canvas");
+    canvas.width = state.cols * scale;
+    canvas.height = state.rows * scale;
+    canvas.dataset.scale = String(scale);
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-label", label);
+    const context = canvas.getContext("2d");
+    context.fillStyle = COLORS.padding;
+    context.fillRect(0, 0, canvas.width, canvas.height);
+    values.forEach((value, d) => {
+      const given = observed !== null && observed[d] !== null;
+      if (given) context.fillStyle = value ? COLORS.on : COLORS.off;
+      else if (observed !== null) context.fillStyle = value ? COLORS.filledOn : COLORS.filledOff;
+      else context.fillStyle = value ? COLORS.on : COLORS.off;
+      const r = Math.floor(d / state.cols);
+      const c = d % state.cols;
+      context.fillRect(c * scale, r * scale, scale, scale);
+    });
+    return canvas;
+  }
+
+  async function complete() {
+    requireModel();
+    const pixels = state.pixels.slice();
+    const unknown = pixels.filter((v) => v === null).length;
+    if (!unknown) {
+      throw new InputError("Mark some pixels with the Unknown brush first: Complete fills them in.");
+    }
+    const count = readCount("complete-n", "Completions");
+    const seed = randomSeed();
+    const body = jsonBody({ inputs: [inputRow()], num_samples: count }, seed);
+    const result = await api("POST", "/v1/complete", body);
+    const method = result.method[0];
+    const ess = result.effective_sample_size[0];
+    const essText = ess === null ? "" : `, effective sample size ${ess.toFixed(1)}`;
+    const info = $("complete-info");
+    info.textContent =
+      `${count} completion${count === 1 ? "" : "s"} of ${unknown} unknown pixels; ` +
+      `method ${method}${essText}; seed ${seed}.`;
+    info.dataset.seed = seed;
+    info.hidden = false;
+    $("complete-legend").hidden = false;
+    $("completions").replaceChildren(
+      ...result.completions[0].map((values, i) =>
+        thumbnail(values, pixels, `completion ${i + 1} of ${count}`),
+      ),
+    );
+    $("complete").dataset.stale = "false";
+  }
+
+  async function sample() {
+    requireModel();
+    const count = readCount("sample-n", "Samples");
+    const seed = $("sample-seed").value.trim();
+    if (!/^[0-9]+$/.test(seed)) throw new InputError("Seed must be a whole number ≥ 0.");
+    const result = await api("POST", "/v1/sample", jsonBody({ num_samples: count }, seed));
+    $("samples").replaceChildren(
+      ...result.samples.map((values, i) =>
+        thumbnail(values, null, `sample ${i + 1} of ${count}, seed ${seed}`),
+      ),
+    );
+  }
+
+  // ---- wiring --------------------------------------------------------------------------------
+
+  function onClick(id, action, section) {
+    $(id).addEventListener("click", () => run(action, section && $(section)));
+  }
+
+  function wire() {
+    wireGrid();
+    onClick("clear", async () => {
+      requireModel();
+      state.pixels.fill(0);
+      refreshGrid();
+      markStale();
+    });
+    onClick("clear-unknown", async () => {
+      requireModel();
+      state.pixels = state.pixels.map((v) => (v === null ? 0 : v));
+      refreshGrid();
+      markStale();
+    });
+    onClick("load-image", loadImage, "draw");
+    onClick("score-button", score, "score");
+    onClick("complete-button", complete, "complete");
+    onClick("sample-button", sample, "sample");
+    onClick(
+      "new-seed",
+      async () => {
+        $("sample-seed").value = randomSeed();
+        await sample();
+      },
+      "sample",
+    );
+    $("row-text").addEventListener("change", () =>
+      run(async () => {
+        requireModel();
+        parseRowText();
+      }),
+    );
+    $("key-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      state.apiKey = $("api-key").value;
+      $("api-key").value = "";
+      $("key-form").hidden = true;
+      const pending = state.retry;
+      state.retry = null;
+      if (pending) run(pending.action, pending.section);
+    });
+  }
+
+  wire();
+  run(loadModel, $("card"));
+})();

@@ -1,0 +1,196 @@
+"""``make bench``: every figure of issue 4 in one run; prints a table, writes bench-results/*.json.
+
+Baselines run in the same process or the same minutes as the figures they judge; HTTP rounds are
+interleaved (no-op, batching on, batching off) and repeated, and the spread is reported.
+"""
+
+import argparse
+import json
+import time
+from datetime import UTC, datetime
+
+from service.engine import Engine
+from service.settings import available_cpus
+from tests.bench import bench_http, bench_inprocess
+from tests.bench.common import RESULTS, machine, reference_artifact, spread
+
+
+def http(artifact, rounds: int, requests: int, time_limit: float, processes: int) -> dict:
+    """Rows 2, 3 and 6: three servers up at once, load rounds interleaved between them."""
+    ports = {name: bench_http.free_port() for name in ("noop", "on", "off")}
+    out: dict[str, object] = {"ready_s": {}, "rss_mb": {}}
+    single: dict[str, list[dict]] = {name: [] for name in ports}
+    bulk: list[dict] = []
+    inproc: list[float] = []  # onnxruntime at batch 100 in the same minutes as the HTTP runs
+    engine = Engine.load(artifact, available_cpus())
+    with (
+        bench_http.noop_server(ports["noop"]) as noop,
+        bench_http.made_server(artifact, ports["on"], batching=True) as on,
+        bench_http.made_server(artifact, ports["off"], batching=False) as off,
+    ):
+        servers = {"noop": noop, "on": on, "off": off}
+        for name, port in ports.items():
+            bench_http.load(port, 1, 8, 200, 10.0)  # warm-up
+            out["ready_s"][name] = servers[name]["ready_s"]
+            out["rss_mb"][f"{name} after warm-up"] = bench_http.rss_mb(servers[name]["pid"])
+        for _ in range(rounds):
+            for name, port in ports.items():
+                single[name].append(bench_http.load(port, 1, 64, requests, time_limit, processes))
+            bulk.append(bench_http.load(ports["on"], 100, 4, requests // 20, time_limit))
+            inproc += bench_inprocess.onnx_rows_per_second(engine, 100)
+        for name in ("on", "off"):
+            out["rss_mb"][f"{name} after load"] = bench_http.rss_mb(servers[name]["pid"])
+    out["one_row_64_clients"] = {name: _summary(runs) for name, runs in single.items()}
+    out["hundred_rows_4_clients"] = _summary(bulk)
+    out["in_process_batch_100_rows_per_s"] = spread(inproc)
+    return out
+
+
+def _summary(runs: list[dict]) -> dict:
+    keys = ("requests_per_s", "rows_per_s", "p50_ms", "p99_ms", "client_cpu_share")
+    summary = {key: spread([run[key] for run in runs]) for key in keys}
+    summary["failed"] = sum(run["failed"] for run in runs)
+    return summary
+
+
+def table(result: dict) -> str:
+    """The issue's six rows: figure, baseline, ratio, target."""
+    ip, web = result["in_process"], result["http"]
+    ceiling = ip["ceiling_rows_per_s"]["max"]  # the best sgemm run is the machine's rate
+    lines = [
+        "| # | figure | value (median, min-max) | baseline | ratio | target |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def row(n, what, value, base="", ratio="", target=""):
+        lines.append(f"| {n} | {what} | {value} | {base} | {ratio} | {target} |")
+
+    sg = ip["sgemm_flops"]
+    row(1, "sgemm 2048^2 via onnxruntime, GFLOP/s", _fmt(sg, 1e-9), "", "", "")
+    row(
+        1,
+        "ceiling rows/s (best sgemm / FLOPs per row)",
+        f"{ceiling:,.0f}",
+        f"{ip['ensemble_flops_per_row'] / 1e6:.1f} MFLOP/row",
+        "",
+        "",
+    )
+    for batch in ("1", "16", "256"):
+        r = ip["onnx_rows_per_s"][batch]
+        row(
+            1,
+            f"in-process onnxruntime rows/s, batch {batch}",
+            _fmt(r),
+            "ceiling",
+            f"{r['median'] / ceiling:.0%}",
+            "",
+        )
+    one = web["one_row_64_clients"]
+    on, off, noop = (one[k]["requests_per_s"] for k in ("on", "off", "noop"))
+    row(
+        2,
+        "HTTP 1 row x 64 clients, batching on, req/s",
+        _fmt(on),
+        f"off {_fmt(off)}",
+        f"{on['median'] / off['median']:.2f}x",
+        ">= 2x",
+    )
+    row(
+        2,
+        "same, vs no-op endpoint parsing the same body",
+        _fmt(on),
+        f"no-op {_fmt(noop)}",
+        f"{on['median'] / noop['median']:.0%}",
+        ">= 60%",
+    )
+    for name in ("on", "off", "noop"):
+        row(
+            2,
+            f"latency p50 / p99 ms ({name})",
+            f"{one[name]['p50_ms']['median']:.1f} / {one[name]['p99_ms']['median']:.1f}",
+            "",
+            "",
+            "p99 <= 50" if name == "on" else "",
+        )
+    row(
+        2,
+        "client CPU (cores) during the on / off / no-op runs",
+        " / ".join(f"{one[k]['client_cpu_share']['median']:.2f}" for k in ("on", "off", "noop")),
+        "",
+        "",
+        "",
+    )
+    bulk = web["hundred_rows_4_clients"]["rows_per_s"]
+    inproc = web["in_process_batch_100_rows_per_s"]  # measured between the HTTP rounds
+    row(
+        3,
+        "HTTP 100 rows/request x 4 clients, rows/s",
+        _fmt(bulk),
+        f"in-process b=100 {_fmt(inproc)}",
+        f"{bulk['median'] / inproc['median']:.0%}",
+        ">= 80%",
+    )
+    s = ip["sampling"]
+    row(
+        4,
+        "sampling 256 in one call, samples/s",
+        _fmt(s["fast"]),
+        f"naive {s['naive']:.1f}",
+        f"{s['fast']['median'] / s['naive']:.0f}x",
+        ">= 20x and >= 10,000/s",
+    )
+    for name, c in ip["completion"].items():
+        row(
+            5,
+            f"completion {name}, completions/s [{'/'.join(c['method'])}]",
+            _fmt(c["rate"]),
+            "",
+            "",
+            "",
+        )
+    for name, mb in web["rss_mb"].items():
+        row(6, f"RSS {name}, MB", f"{mb:.0f}", "", "", "<= 400" if "noop" not in name else "")
+    for name, seconds in web["ready_s"].items():
+        row(
+            6,
+            f"start to ready, s ({name})",
+            f"{seconds:.2f}",
+            "",
+            "",
+            "<= 3" if name != "noop" else "",
+        )
+    return "\n".join(lines)
+
+
+def _fmt(s: dict, scale: float = 1.0) -> str:
+    return f"{s['median'] * scale:,.0f} ({s['min'] * scale:,.0f}-{s['max'] * scale:,.0f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3, help="repeats of every HTTP load run")
+    parser.add_argument("--requests", type=int, default=3000, help="requests per 1-row run")
+    parser.add_argument("--time-limit", type=float, default=15.0, help="seconds per load run")
+    parser.add_argument("--client-processes", type=int, default=1)
+    args = parser.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    artifact, natural = reference_artifact(), reference_artifact("natural")
+    started = time.time()
+    result = {"machine": machine(), "artifact": str(artifact)}
+    result["in_process"] = bench_inprocess.run(artifact, natural)
+    result["http"] = http(
+        artifact, args.rounds, args.requests, args.time_limit, args.client_processes
+    )
+    result["machine_after"] = machine()["load_average"]
+    result["seconds"] = time.time() - started
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for name in (f"bench-{stamp}.json", "latest.json"):
+        (RESULTS / name).write_text(json.dumps(result, indent=1, default=float))
+    text = table(result)
+    print(text)
+    (RESULTS / "latest.md").write_text(text + "\n")
+    print(f"\nwritten to {RESULTS}/bench-{stamp}.json ({result['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""The web page in a real browser against a real made-serve process: every number it shows is
+checked against the /v1 API, and images are read back from the DOM and canvas pixels."""
+
+import math
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import ConsoleMessage, Page, expect
+
+from tests.browser.conftest import MAX_SAMPLES
+
+pytestmark = pytest.mark.slow
+
+# A digit-like stroke on the 8x8 grid: a bar across row 2 and a stem down column 2.
+PATTERN = {18, 19, 20, 21, 26, 34, 42, 50}
+# Colours of the page's small images (app.js COLORS), as read back from canvas pixels.
+PIXEL_COLORS = {
+    (0x11, 0x11, 0x11): "observed on",
+    (0xFF, 0xFF, 0xFF): "observed off",
+    (0x1F, 0x5F, 0xBF): "completed on",
+    (0xCF, 0xE0, 0xF7): "completed off",
+}
+READ_CANVASES = """canvases => canvases.map(canvas => {
+  const scale = Number(canvas.dataset.scale);
+  const context = canvas.getContext("2d");
+  const pixels = [];
+  for (let y = scale >> 1; y < canvas.height; y += scale) {
+    for (let x = scale >> 1; x < canvas.width; x += scale) {
+      pixels.push(Array.from(context.getImageData(x, y, 1, 1).data.slice(0, 3)));
+    }
+  }
+  return pixels;
+})"""
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict) -> dict:
+    return {**browser_context_args, "viewport": {"width": 1280, "height": 800}}
+
+
+@pytest.fixture
+def console_errors(page: Page) -> list[str]:
+    """Console errors and uncaught exceptions of the page, collected for the test to assert on."""
+    errors: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
+def open_page(page: Page, url: str) -> None:
+    page.goto(url)
+    expect(page.locator("#card")).to_have_attribute("aria-busy", "false")
+
+
+def click_button(page: Page, name: str, section: str) -> None:
+    """Press a button by its accessible name and wait until its section has the answer."""
+    page.get_by_role("button", name=name, exact=True).click()
+    expect(page.locator(f"#{section}")).to_have_attribute("aria-busy", "false")
+
+
+def draw(page: Page, cells: set[int]) -> None:
+    page.get_by_label("Ink (on/off)").check()
+    for d in sorted(cells):
+        page.locator(f"#cell-{d}").click()
+
+
+def grid_states(page: Page) -> list[str]:
+    return page.locator("#grid .cell").evaluate_all("cells => cells.map(c => c.dataset.state)")
+
+
+def shown_number(page: Page, selector: str) -> float:
+    return float(re.match(r"-?\d+\.\d+", page.locator(selector).inner_text())[0])
+
+
+def canvas_labels(page: Page, selector: str) -> list[list[str]]:
+    """Each canvas's pixels, named by colour; an unexpected colour fails the lookup."""
+    rows = page.locator(f"{selector} canvas").evaluate_all(READ_CANVASES)
+    return [[PIXEL_COLORS[tuple(rgb)] for rgb in pixels] for pixels in rows]
+
+
+def canvas_bits(page: Page, selector: str) -> list[list[int]]:
+    return [
+        [int(name.endswith(" on")) for name in image] for image in canvas_labels(page, selector)
+    ]
+
+
+def api(url: str, path: str, body: dict | None = None, key: str | None = None) -> dict:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if body is None:
+        response = httpx.get(f"{url}{path}", headers=headers, timeout=30)
+    else:
+        response = httpx.post(f"{url}{path}", json=body, headers=headers, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_model_card_shows_v1_model(
+    page: Page, server: str, console_errors: list[str], screenshots: Path
+) -> None:
+    open_page(page, server)
+    model = api(server, "/v1/model")
+    expect(page.locator("#card-name")).to_have_text(model["name"])
+    expect(page.locator("#card-source")).to_contain_text(model["data_source"])
+    expect(page.locator("#card-dim")).to_have_text(str(model["dim"]))
+    height, width = model["image_shape"]
+    expect(page.locator("#card-shape")).to_have_text(f"{height} \N{MULTIPLICATION SIGN} {width}")
+    expect(page.locator("#card-members")).to_contain_text(str(model["num_members"]))
+    expect(page.locator("#card-nll")).to_have_text(f"{model['test_nll']:.3f} nats")
+    expect(page.locator("#card-bits")).to_have_text(f"{model['test_bits_per_dim']:.4f}")
+    expect(page.locator("#card-sha")).to_have_text(model["artifact_sha256"][:12])
+    expect(page.locator("#card-versions")).to_contain_text(model["versions"]["made_serve"])
+    weights = page.locator("#weights .bar").evaluate_all("bars => bars.map(b => b.dataset.weight)")
+    assert [float(w) for w in weights] == pytest.approx(model["mixture_weights"], abs=1e-12)
+    assert page.locator("#grid .cell").count() == model["dim"]
+    page.screenshot(path=screenshots / "card-1280x800.png")
+    assert console_errors == []
+
+
+@pytest.mark.parametrize("viewport", [(1280, 800), (390, 844)])
+def test_page_fits_the_viewport(page: Page, server: str, viewport: tuple[int, int]) -> None:
+    width, height = viewport
+    page.set_viewport_size({"width": width, "height": height})
+    open_page(page, server)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    grid = page.locator("#grid").bounding_box()
+    assert grid["x"] >= 0 and grid["x"] + grid["width"] <= width
+    assert grid["width"] >= 8 * 24  # cells stay big enough to hit with a finger or a mouse
+
+
+def test_score_matches_api_and_maps_surprise(
+    page: Page, server: str, console_errors: list[str], screenshots: Path
+) -> None:
+    open_page(page, server)
+    draw(page, PATTERN)
+    row = [int(d in PATTERN) for d in range(64)]
+    assert grid_states(page) == ["on" if bit else "off" for bit in row]
+    click_button(page, "Score", "score")
+    model = api(server, "/v1/model")
+    answer = api(
+        server, "/v1/log-likelihood", {"inputs": [row], "per_member": True, "per_dimension": True}
+    )
+    assert shown_number(page, "#score-ll") == pytest.approx(answer["log_likelihood"][0], abs=5e-4)
+    assert shown_number(page, "#score-bits") == pytest.approx(answer["bits_per_dim"][0], abs=5e-5)
+    joint = [
+        math.log(w) + logp
+        for w, logp in zip(model["mixture_weights"], answer["per_member"][0], strict=True)
+    ]
+    member = joint.index(max(joint))
+    expect(page.locator("#score-member")).to_have_attribute("data-member", str(member))
+    heat = page.locator("#heatmap .heat")
+    assert heat.count() == 64
+    surprise = heat.evaluate_all("cells => cells.map(c => Number(c.dataset.surprise))")
+    expected = [-logp for logp in answer["per_dimension"][0][member]]
+    assert surprise == pytest.approx(expected, abs=1e-9)
+    page.screenshot(path=screenshots / "score.png", full_page=True)
+    stale = page.locator("#score .stale-note")
+    expect(stale).to_be_hidden()
+    page.locator("#cell-0").click()
+    expect(stale).to_be_visible()
+    click_button(page, "Score", "score")
+    expect(stale).to_be_hidden()
+    assert console_errors == []
+
+
+def test_marginal_score_of_unknown_pixels(page: Page, server: str) -> None:
+    open_page(page, server)
+    draw(page, PATTERN)
+    page.get_by_label("Unknown", exact=True).check()
+    unknown = set(range(56, 64))
+    draw_unknown = sorted(unknown)
+    for d in draw_unknown:
+        page.locator(f"#cell-{d}").click()
+    click_button(page, "Score", "score")
+    row = [None if d in unknown else int(d in PATTERN) for d in range(64)]
+    seed = page.locator("#score-method").get_attribute("data-seed")
+    body = {"inputs": [row]} | ({"seed": int(seed)} if seed else {})
+    answer = api(server, "/v1/log-likelihood", body)
+    assert shown_number(page, "#score-ll") == pytest.approx(answer["log_likelihood"][0], abs=5e-4)
+    method = page.locator("#score-method")
+    expect(method).to_contain_text("56 observed pixels")
+    if answer["method"][0] == "importance":
+        expect(method).to_contain_text(f"standard error {answer['standard_error'][0]:.3f} nats")
+    expect(page.locator("#heat-figure")).to_be_hidden()
+
+
+def test_keyboard_paints_the_grid(page: Page, server: str) -> None:
+    open_page(page, server)
+    page.locator("#grid").focus()
+    for key in ("ArrowRight", "ArrowRight", "ArrowDown", "Space", "ArrowDown", "Enter"):
+        page.keyboard.press(key)
+    states = grid_states(page)
+    assert [d for d, state in enumerate(states) if state == "on"] == [10, 18]
+    page.get_by_label("Unknown", exact=True).check()
+    page.locator("#grid").focus()
+    page.keyboard.press("Space")
+    assert grid_states(page)[18] == "unknown"
+    expect(page.locator("#row-text")).to_have_value("0" * 10 + "1" + "0" * 7 + "?" + "0" * 45)
+
+
+def test_completions_keep_observed_pixels(
+    page: Page, server: str, console_errors: list[str], screenshots: Path
+) -> None:
+    open_page(page, server)
+    draw(page, PATTERN)
+    page.get_by_label("Unknown", exact=True).check()
+    # One drag along the bottom two rows marks them unknown: the first cell decides the stroke.
+    for y_row in (6, 7):
+        first = page.locator(f"#cell-{8 * y_row}").bounding_box()
+        last = page.locator(f"#cell-{8 * y_row + 7}").bounding_box()
+        page.mouse.move(first["x"] + first["width"] / 2, first["y"] + first["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(last["x"] + last["width"] / 2, last["y"] + last["height"] / 2, steps=12)
+        page.mouse.up()
+    unknown = set(range(48, 64))
+    states = grid_states(page)
+    assert {d for d, state in enumerate(states) if state == "unknown"} == unknown
+    page.get_by_label("Completions", exact=True).fill("6")
+    click_button(page, "Complete", "complete")
+    images = canvas_labels(page, "#completions")
+    assert len(images) == 6
+    for image in images:
+        for d, name in enumerate(image):
+            if d in unknown:
+                assert name.startswith("completed"), (d, name)
+            else:
+                assert name == ("observed on" if d in PATTERN else "observed off"), (d, name)
+    info = page.locator("#complete-info")
+    row = [None if d in unknown else int(d in PATTERN) for d in range(64)]
+    answer = api(
+        server,
+        "/v1/complete",
+        {"inputs": [row], "num_samples": 6, "seed": int(info.get_attribute("data-seed"))},
+    )
+    assert canvas_bits(page, "#completions") == answer["completions"][0]
+    expect(info).to_contain_text(f"method {answer['method'][0]}")
+    ess = answer["effective_sample_size"][0]
+    if ess is not None:
+        expect(info).to_contain_text(f"effective sample size {ess:.1f}")
+    page.screenshot(path=screenshots / "complete.png", full_page=True)
+    assert console_errors == []
+
+
+def test_same_seed_same_samples(
+    page: Page, server: str, console_errors: list[str], screenshots: Path
+) -> None:
+    open_page(page, server)
+    page.get_by_label("Samples", exact=True).fill("5")
+    seed_field = page.get_by_label("Seed", exact=True)
+    seed_field.fill("123")
+    click_button(page, "Sample", "sample")
+    first = canvas_bits(page, "#samples")
+    assert first == api(server, "/v1/sample", {"num_samples": 5, "seed": 123})["samples"]
+    click_button(page, "Sample", "sample")
+    assert canvas_bits(page, "#samples") == first
+    seed_field.fill("124")
+    click_button(page, "Sample", "sample")
+    other = canvas_bits(page, "#samples")
+    assert other != first
+    assert other == api(server, "/v1/sample", {"num_samples": 5, "seed": 124})["samples"]
+    click_button(page, "New seed", "sample")
+    fresh = seed_field.input_value()
+    assert fresh != "124"
+    expected = api(server, "/v1/sample", {"num_samples": 5, "seed": int(fresh)})["samples"]
+    assert canvas_bits(page, "#samples") == expected
+    page.screenshot(path=screenshots / "sample.png", full_page=True)
+    assert console_errors == []
+
+
+def test_load_image_fills_the_grid_with_a_sample(page: Page, server: str) -> None:
+    open_page(page, server)
+    click_button(page, "Load an image (a model sample)", "draw")
+    body = page.locator("#api-call").inner_text()
+    seed = int(re.search(r'"seed":(\d+)', body)[1])
+    sample = api(server, "/v1/sample", {"num_samples": 1, "seed": seed})["samples"][0]
+    assert grid_states(page) == ["on" if bit else "off" for bit in sample]
+
+
+def test_errors_are_readable_messages(page: Page, server: str, screenshots: Path) -> None:
+    open_page(page, server)
+    message = page.locator("#message")
+    page.get_by_label("Samples", exact=True).fill(str(MAX_SAMPLES + 1))
+    click_button(page, "Sample", "sample")
+    expect(message).to_be_visible()
+    expect(message).to_contain_text("refused the request: num_samples:")
+    expect(message).to_contain_text(f"at most {MAX_SAMPLES}")
+    page.screenshot(path=screenshots / "error-422.png")
+    page.get_by_label("Samples", exact=True).fill("2")
+    page.get_by_label("Seed", exact=True).fill("one")
+    click_button(page, "Sample", "sample")
+    expect(message).to_have_text("Seed must be a whole number ≥ 0.")
+    # A real overload is not reproducible on demand; answer as the service does when it is.
+    page.route(
+        "**/v1/sample",
+        lambda route: route.fulfill(
+            status=503, headers={"Retry-After": "3"}, json={"detail": "queue is full"}
+        ),
+    )
+    page.get_by_label("Seed", exact=True).fill("1")
+    click_button(page, "Sample", "sample")
+    expect(message).to_have_text(
+        "The service is busy or not ready (queue is full). Try again in 3 s."
+    )
+
+
+def test_api_key_is_asked_for_and_used(page: Page, keyed_server, screenshots: Path) -> None:
+    key = "page-test-key"
+    with keyed_server(key) as url:
+        if httpx.get(f"{url}/v1/model", timeout=10).status_code != 401:
+            pytest.skip("this build does not check MADE_API_KEY on /v1")
+        page.goto(url)
+        message = page.locator("#message")
+        expect(message).to_have_text("This service needs an API key. Enter it below to continue.")
+        expect(page.locator("#card-loading")).to_be_visible()
+        key_field = page.get_by_label("This service needs an API key")
+        expect(key_field).to_be_focused()
+        page.screenshot(path=screenshots / "api-key.png")
+        key_field.fill("wrong")
+        page.get_by_role("button", name="Use key").click()
+        expect(message).to_have_text(
+            "The service refused the API key. Enter the right key to continue."
+        )
+        key_field.fill(key)
+        page.get_by_role("button", name="Use key").click()
+        expect(page.locator("#card-name")).to_have_text(api(url, "/v1/model", key=key)["name"])
+        expect(message).to_be_hidden()
+        draw(page, PATTERN)
+        click_button(page, "Score", "score")
+        row = [int(d in PATTERN) for d in range(64)]
+        answer = api(url, "/v1/log-likelihood", {"inputs": [row]}, key=key)
+        assert shown_number(page, "#score-ll") == pytest.approx(
+            answer["log_likelihood"][0], abs=5e-4
+        )
+        expect(page.locator("#api-call")).not_to_contain_text(key)
+
+
+def test_row_editor_for_models_without_an_image_shape(
+    page: Page, row_server: str, console_errors: list[str], screenshots: Path
+) -> None:
+    open_page(page, row_server)
+    expect(page.locator("#card-shape")).to_have_text("none (rows of D values)")
+    assert page.locator("#grid .cell").count() == 8
+    page.locator("#cell-0").click()
+    expect(page.locator("#row-text")).to_have_value("10000000")
+    page.get_by_label("Row as text (0, 1, ? for unknown)").fill("0110 1100")
+    page.keyboard.press("Enter")
+    assert grid_states(page) == ["off", "on", "on", "off", "on", "on", "off", "off"]
+    click_button(page, "Score", "score")
+    row = [0, 1, 1, 0, 1, 1, 0, 0]
+    answer = api(row_server, "/v1/log-likelihood", {"inputs": [row]})
+    assert shown_number(page, "#score-ll") == pytest.approx(answer["log_likelihood"][0], abs=5e-4)
+    assert page.locator("#heatmap .heat").count() == 8
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    page.screenshot(path=screenshots / "row-editor.png", full_page=True)
+    assert console_errors == []
