@@ -12,6 +12,7 @@ from service.auth import require_api_key
 from service.batcher import Batcher
 from service.engine import Engine
 from service.errors import install_error_handlers
+from service.memory import release_free_heap
 from service.metrics import Metrics
 from service.request_log import RequestLogMiddleware
 from service.routes import admin, health, metrics, page, v1, v2
@@ -29,6 +30,7 @@ def warm_up(engine: Engine, max_batch_size: int) -> None:
     engine.member_log_probs(rows)
     engine.log_likelihood(rows[:2], per_dimension=True)
     engine.sample(2, rng)
+    release_free_heap()
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -55,7 +57,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             "serving %s (D=%d, K=%d)",
             runtime.engine.manifest.name,
             runtime.engine.dim,
-            len(runtime.engine.nets),
+            runtime.engine.num_members,
         )
         yield
         runtime.ready, runtime.not_ready_reason = False, "shutting down"

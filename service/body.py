@@ -2,10 +2,12 @@
 
 from typing import TypeVar
 
+import numpy as np
 import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from service.codec import decode_rows, rows_from_text, split_binary_inputs
 from service.errors import BodyTooLarge, InvalidBody, InvalidField, UnsupportedMediaType
 
 M = TypeVar("M", bound=BaseModel)
@@ -51,3 +53,18 @@ def booleans_outside_options(raw: bytes, request: BaseModel) -> bool:
     literals = raw.count(b"true") + raw.count(b"false")
     options = sum(isinstance(v, bool) for k, v in request if k in request.model_fields_set)
     return literals != options
+
+
+def parse_rows_body(
+    raw: bytes, model: type[M], dim: int, image_shape: tuple[int, int] | None
+) -> tuple[M, np.ndarray]:
+    """Parse a body whose ``inputs`` are rows (null allowed); rows written as plain 0/1 digits
+    are decoded from the bytes and never become Python objects."""
+    split = split_binary_inputs(raw)
+    if split is not None:
+        rows = rows_from_text(split[0], dim, image_shape)
+        if rows is not None:
+            return parse_body(split[1], model), rows
+    body = parse_body(raw, model)
+    may_hold_booleans = booleans_outside_options(raw, body)
+    return body, decode_rows(body.inputs, dim, image_shape, True, may_hold_booleans)

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     log_config = logging_config(settings.log_level)
     logging.config.dictConfig(log_config)
     try:  # fail fast with one line, before uvicorn starts
-        Engine.load(settings.model_dir, threads=1)
+        engine = Engine.load(settings.model_dir, settings.onnx_threads())
     except ArtifactError as exc:
         print(f"made-serve: cannot serve {settings.model_dir}: {exc}", file=sys.stderr)
         return 1
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for key, value in overrides.items():
             os.environ[f"MADE_{key.upper()}"] = str(value)
+        del engine  # each worker loads its own; this one only proved the artifact sound
         uvicorn.run(
             "service.asgi:app",
             host=settings.host,
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from service.app import create_app
 
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, engine=engine),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),

@@ -18,7 +18,7 @@ from service import artifact
 from service.artifact import ArtifactError, Manifest
 from service.masks import MaskPool, input_degrees
 from service.mixture import log_weights, mixture_log_prob
-from service.sampler import MemberNet, ancestral_members, member_nets, sampler_plan
+from service.sampler import MemberNet, Sampler, member_nets
 
 Method = Literal["exact", "importance"]
 PARITY_TOLERANCE = 1e-3  # nats, as at export
@@ -58,12 +58,12 @@ class Engine:
     def __init__(self, manifest: Manifest, session: ort.InferenceSession, nets: list[MemberNet]):
         self.manifest = manifest
         self.session = session
-        self.nets = nets
-        self.plan = sampler_plan(nets)  # the weights laid out once for the blocked sampler
+        self.num_members = len(nets)
+        self.positions = np.stack([input_degrees(net.ordering) - 1 for net in nets])  # [K, D]
+        self.sampler = Sampler(nets)
         self.dim = manifest.dim
         self.weights = np.asarray(manifest.mixture_weights, dtype=np.float64)
         self.active = np.flatnonzero(self.weights > 0)
-        self.positions = np.stack([input_degrees(net.ordering) - 1 for net in nets])  # [K, D]
 
     @classmethod
     def load(cls, directory: Path, threads: int = 1) -> "Engine":
@@ -75,12 +75,14 @@ class Engine:
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+            # Idle intra-op threads would spin on the cores the event loop needs between batches.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(
                 model.SerializeToString(), options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnx and onnxruntime raise many unrelated types on bad files
             raise ArtifactError(f"{onnx_path} cannot be loaded: {exc}") from exc
-        nets = _nets_from_graph(model, manifest)
+        nets = member_nets_from_graph(model, manifest)
         engine = cls(manifest, session, nets)
         engine.smoke_check()
         return engine
@@ -92,12 +94,10 @@ class Engine:
         per_member, _ = self.forward(rows)
         if not np.isfinite(per_member).all():
             raise ArtifactError("model.onnx produces non-finite log-likelihoods (NaN weights?)")
-        members = np.repeat(np.arange(len(self.nets)), len(rows))
-        tiled = np.tile(rows, (len(self.nets), 1))
-        _, log_weight = ancestral_members(
-            self.nets, self.plan, members, tiled, np.zeros(tiled.shape)
-        )
-        numpy_side = log_weight.reshape(len(self.nets), len(rows)).T
+        members = np.repeat(np.arange(self.num_members), len(rows))
+        tiled = np.tile(rows, (self.num_members, 1))
+        _, log_weight = self.sampler.draw(members, tiled, np.zeros(tiled.shape))
+        numpy_side = log_weight.reshape(self.num_members, len(rows)).T
         gap = float(np.abs(numpy_side - per_member).max())
         if gap > PARITY_TOLERANCE:
             raise ArtifactError(
@@ -139,7 +139,7 @@ class Engine:
         """[K] bool: members whose ordering starts with exactly the observed dimensions."""
         count = int(observed.sum())
         if count == 0:
-            return np.ones(len(self.nets), dtype=bool)
+            return np.ones(self.num_members, dtype=bool)
         return self.positions[:, observed].max(axis=1) < count
 
     def _exact_member_log_probs(self, row: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -160,7 +160,7 @@ class Engine:
         members = np.repeat(self.active, per_member)
         given = np.broadcast_to(row, (len(members), self.dim))
         uniforms = rng.random((len(members), self.dim))  # the same stream as member by member
-        x, log_omega = ancestral_members(self.nets, self.plan, members, given, uniforms)
+        x, log_omega = self.sampler.draw(members, given, uniforms)
         return x, log_omega + np.log(self.weights[members]) - math.log(per_member)
 
     def marginal(self, rows: np.ndarray, num_particles: int, rng: np.random.Generator) -> Marginal:
@@ -204,10 +204,10 @@ class Engine:
             if self.prefix_members(observed)[self.active].all():
                 member = self._exact_member_log_probs(row, observed)
                 posterior = np.exp(mixture_posterior_log(member, self.weights))
-                chosen = rng.choice(len(self.nets), size=num_samples, p=posterior)
+                chosen = rng.choice(self.num_members, size=num_samples, p=posterior)
                 given = np.broadcast_to(row, (num_samples, self.dim))
                 uniforms = rng.random((num_samples, self.dim))
-                out[i], _ = ancestral_members(self.nets, self.plan, chosen, given, uniforms)
+                out[i], _ = self.sampler.draw(chosen, given, uniforms)
                 sizes.append(None)
                 methods.append("exact")
                 continue
@@ -221,10 +221,10 @@ class Engine:
 
     def sample(self, num_samples: int, rng: np.random.Generator) -> np.ndarray:
         """[n, D] exact samples: a member by its weight, then ancestral sampling in its ordering."""
-        members = rng.choice(len(self.nets), size=num_samples, p=self.weights)
+        members = rng.choice(self.num_members, size=num_samples, p=self.weights)
         uniforms = rng.random((num_samples, self.dim))
         given = np.full((num_samples, self.dim), np.nan, dtype=np.float32)
-        return ancestral_members(self.nets, self.plan, members, given, uniforms)[0]
+        return self.sampler.draw(members, given, uniforms)[0]
 
 
 def mixture_posterior_log(member_log_probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -233,7 +233,7 @@ def mixture_posterior_log(member_log_probs: np.ndarray, weights: np.ndarray) -> 
     return joint - np.logaddexp.reduce(joint)
 
 
-def _nets_from_graph(model: onnx.ModelProto, manifest: Manifest) -> list[MemberNet]:
+def member_nets_from_graph(model: onnx.ModelProto, manifest: Manifest) -> list[MemberNet]:
     """Member weights for the sampler, read from the graph and checked against the manifest."""
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     try:

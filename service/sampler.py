@@ -149,6 +149,24 @@ def _unit_degrees(weight: np.ndarray) -> np.ndarray:
     return last.astype(np.int64)
 
 
+class Sampler:
+    """Exact sampling for a whole pool, laid out once at load time.
+
+    With at most one hidden layer the blocked plan holds everything, so the members' masked
+    weights are not kept a second time (tens of MB for Fashion-MNIST models).
+    """
+
+    def __init__(self, nets: list[MemberNet]):
+        self.plan = sampler_plan(nets)
+        self._nets = nets if self.plan is None else []
+
+    def draw(
+        self, members: np.ndarray, given: np.ndarray, uniforms: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Row i from member ``members[i]``; arrays and semantics as in ``ancestral``."""
+        return ancestral_members(self._nets, self.plan, members, given, uniforms)
+
+
 def ancestral(
     net: MemberNet, given: np.ndarray, uniforms: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -9,8 +9,7 @@ import onnxruntime
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.body import booleans_outside_options, parse_body, read_body
-from service.codec import decode_rows
+from service.body import M, parse_body, parse_rows_body, read_body
 from service.engine import Engine
 from service.errors import InvalidField
 from service.png import grid_png
@@ -82,13 +81,17 @@ async def model_info(request: Request) -> ModelInfo:
     )
 
 
-def _rows(engine: Engine, inputs: object, allow_missing: bool, check_booleans: bool, limit: int):
-    rows = decode_rows(
-        inputs, engine.dim, engine.manifest.image_shape, allow_missing, check_booleans
-    )
+async def _read_rows(
+    request: Request, runtime: Runtime, engine: Engine, model: type[M]
+) -> tuple[M, np.ndarray]:
+    """The validated body and its rows [B, D] (NaN = null), within the row limit."""
+    raw = await read_body(request, runtime.settings.max_body_bytes)
+    body, rows = parse_rows_body(raw, model, engine.dim, engine.manifest.image_shape)
+    limit = runtime.settings.max_rows
     if len(rows) > limit:
         raise InvalidField(("inputs",), f"has {len(rows)} rows, the limit is {limit}")
-    return rows
+    request.state.rows = len(rows)  # for the request log
+    return body, rows
 
 
 def _particles(runtime: Runtime, requested: int | None) -> int:
@@ -126,12 +129,7 @@ async def log_likelihood(request: Request) -> NumpyJSONResponse:
     """log p(x) under the mixture, in nats; marginal of the observed entries for rows with null."""
     runtime = runtime_of(request)
     engine = runtime.require_engine()
-    raw = await read_body(request, runtime.settings.max_body_bytes)
-    body = parse_body(raw, LogLikelihoodRequest)
-    rows = _rows(
-        engine, body.inputs, True, booleans_outside_options(raw, body), runtime.settings.max_rows
-    )
-    request.state.rows = len(rows)  # for the request log
+    body, rows = await _read_rows(request, runtime, engine, LogLikelihoodRequest)
     particles = _particles(runtime, body.num_particles)  # refused even when no row needs it
     missing = np.isnan(rows).any(axis=1)
     if missing.any() and (body.per_member or body.per_dimension):
@@ -195,10 +193,7 @@ async def complete(request: Request) -> Response:
     """Completions of the null entries drawn from p(x_missing | x_observed) under the mixture."""
     runtime = runtime_of(request)
     engine = runtime.require_engine()
-    raw = await read_body(request, runtime.settings.max_body_bytes)
-    body = parse_body(raw, CompleteRequest)
-    rows = _rows(engine, body.inputs, True, True, runtime.settings.max_rows)
-    request.state.rows = len(rows)
+    body, rows = await _read_rows(request, runtime, engine, CompleteRequest)
     _samples(runtime, body.num_samples, len(rows))
     particles = _particles(runtime, body.num_particles)
     png = _png_wanted(request, body.format, engine)

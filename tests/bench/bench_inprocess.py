@@ -10,8 +10,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 from threadpoolctl import threadpool_limits
 
-from service.engine import Engine
-from service.sampler import MemberNet, ancestral_members
+from service.engine import Engine, member_nets_from_graph
+from service.sampler import MemberNet
 from service.settings import available_cpus
 from tests.bench.common import rate, spread
 
@@ -65,22 +65,23 @@ def naive_sample(net: MemberNet, uniforms: np.ndarray) -> np.ndarray:
     return x
 
 
-def sampling(engine: Engine) -> dict[str, object]:
+def sampling(engine: Engine, artifact: Path) -> dict[str, object]:
     """Samples/s of ``Engine.sample`` and of the naive method on the same members and uniforms."""
+    nets = member_nets_from_graph(onnx.load(str(artifact / "model.onnx")), engine.manifest)
     fast = rate(lambda: engine.sample(SAMPLES, np.random.default_rng(1)), SAMPLES, min_time=0.5)
     rng = np.random.default_rng(2)
-    members = rng.choice(len(engine.nets), size=SAMPLES, p=engine.weights)
+    members = rng.choice(engine.num_members, size=SAMPLES, p=engine.weights)
     uniforms = rng.random((SAMPLES, engine.dim))
     start = time.perf_counter()
     naive = np.empty((SAMPLES, engine.dim), dtype=np.float32)
     with threadpool_limits(1, user_api="blas"):  # as the sampler runs; more threads were slower
         for k in np.unique(members):
             rows = members == k
-            naive[rows] = naive_sample(engine.nets[k], uniforms[rows])
+            naive[rows] = naive_sample(nets[k], uniforms[rows])
     naive_rate = SAMPLES / (time.perf_counter() - start)
 
     given = np.full((SAMPLES, engine.dim), np.nan, dtype=np.float32)
-    blocked, _ = ancestral_members(engine.nets, engine.plan, members, given, uniforms)
+    blocked, _ = engine.sampler.draw(members, given, uniforms)
     return {
         "fast": spread(fast),
         "naive": naive_rate,
@@ -124,7 +125,7 @@ def run(artifact: Path, natural: Path) -> dict[str, object]:
             "name": engine.manifest.name,
             "dim": engine.dim,
             "hidden": engine.manifest.hidden_sizes,
-            "members": len(engine.nets),
+            "members": engine.num_members,
             "direct": engine.manifest.direct_connections,
             "onnx_ops": len(onnx.load(str(artifact / "model.onnx")).graph.node),
         },
@@ -132,7 +133,7 @@ def run(artifact: Path, natural: Path) -> dict[str, object]:
         "sgemm_flops": spread(sgemm),
         "ceiling_rows_per_s": spread([f / flops for f in sgemm]),
         "onnx_rows_per_s": onnx_rates,
-        "sampling": sampling(engine),
+        "sampling": sampling(engine, artifact),
         "completion": {
             "bottom-half (random orderings)": completion(engine, "bottom-half"),
             "bottom-half (natural orderings)": completion(natural_engine, "bottom-half"),

@@ -4,8 +4,7 @@ route (media type, size limit, orjson, schema, row decoding) and answers without
 import numpy as np
 from fastapi import FastAPI, Request
 
-from service.body import booleans_outside_options, parse_body, read_body
-from service.codec import decode_rows
+from service.body import parse_rows_body, read_body
 from service.responses import NumpyJSONResponse
 from service.schemas import LogLikelihoodRequest
 
@@ -18,7 +17,6 @@ app = FastAPI()
 @app.post("/v1/log-likelihood")
 async def log_likelihood(request: Request) -> NumpyJSONResponse:
     raw = await read_body(request, 16 * 1024 * 1024)
-    body = parse_body(raw, LogLikelihoodRequest)
-    rows = decode_rows(body.inputs, DIM, IMAGE, True, booleans_outside_options(raw, body))
+    _, rows = parse_rows_body(raw, LogLikelihoodRequest, DIM, IMAGE)
     zeros = np.zeros(len(rows))
     return NumpyJSONResponse({"log_likelihood": zeros, "bits_per_dim": zeros})
