@@ -73,12 +73,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.runtime = runtime
     app.state.metrics = observed
     install_error_handlers(app)
+    # Health (and metrics) stay open for probes; everything else is mounted behind the key.
+    # Without a key there is nothing to check, so the hot routes carry no dependency at all.
+    keyed = [Depends(require_api_key)] if settings.api_key else []
+    # The hot route's router first: requests are matched against routes in order.
+    app.include_router(v1.router, dependencies=keyed)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(v2.health_router)
-    # Health (and metrics) stay open for probes; everything else is mounted behind the key.
-    app.include_router(v1.router, dependencies=[Depends(require_api_key)])
-    app.include_router(v2.router, dependencies=[Depends(require_api_key)])
+    app.include_router(v2.router, dependencies=keyed)
     app.include_router(admin.router)
     # The page is open so it can load and then ask for the key its /v1 calls need.
     app.include_router(page.router)

@@ -119,7 +119,8 @@ def test_cors_allows_only_configured_origins(engine, tiny_artifact):
 
 
 def test_keyed_operations_document_the_key_and_its_401(engine, tiny_artifact):
-    paths = create_app(Settings(model_dir=tiny_artifact), engine=engine).openapi()["paths"]
+    settings = Settings(model_dir=tiny_artifact, api_key=KEY)
+    paths = create_app(settings, engine=engine).openapi()["paths"]
     for path, operations in paths.items():
         for method, operation in operations.items():
             keyed = not is_public(path)
