@@ -6,7 +6,6 @@ past the configured request timeout, and resident memory settles where it was af
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,11 @@ import pytest
 
 from service.engine import Engine
 from tests.conftest import run_async
+from tests.servers import free_port
 
 CLIENTS = 200
 REQUEST_TIMEOUT_S = 5.0
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ must be absent, and made-serve from it must pass the image's HEALTHCHECK and ans
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from service.engine import Engine
 from tests.dockerfile import read_stages, runtime_stage
+from tests.servers import free_port, stop
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,12 +90,6 @@ def test_serve_extra_installs_the_service_without_torch(serve_venv: Path) -> Non
     assert installed.is_relative_to(serve_venv) and "site-packages" in installed.parts
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_ready(http: httpx.Client, process: subprocess.Popen, log: Path) -> None:
     """Poll /readyz until 200, the process dies, or the deadline passes."""
     deadline = time.monotonic() + START_DEADLINE_S
@@ -164,11 +158,5 @@ def test_made_serve_from_the_runtime_venv_answers_and_stops(
         assert (completions[0][:, observed] == [partial[i] for i in observed]).all()
     finally:
         http.close()
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=STOP_DEADLINE_S)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        code = stop(process, signal.SIGTERM, STOP_DEADLINE_S)
     assert code == 0, log.read_text()

@@ -2,7 +2,6 @@
 
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,17 +13,12 @@ import pytest
 
 from service import artifact
 from service.client import MadeClient
+from tests.servers import free_port, stop
 
 pytestmark = pytest.mark.slow
 MADE_SERVE = Path(sys.executable).with_name("made-serve")
 START_DEADLINE_S = 60.0
 STOP_DEADLINE_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_ready(client: MadeClient, process: subprocess.Popen, log: Path) -> None:
@@ -63,13 +57,7 @@ def test_serve_answer_and_stop(tmp_path: Path, tiny_artifact: Path) -> None:
         assert (completions[0][:, observed] == rows[1][observed]).all()
     finally:
         client.close()
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=STOP_DEADLINE_S)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        code = stop(process, signal.SIGTERM, STOP_DEADLINE_S)
     # uvicorn finishes its shutdown, then re-raises SIGTERM so the parent sees why it stopped.
     assert code in (0, -signal.SIGTERM), log.read_text()
     assert "Application shutdown complete" in log.read_text()

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.servers import free_port
+
 GRACE_S = 60.0  # generous: the machine is shared; the drain itself takes a few seconds
 START_TIMEOUT_S = 60.0
 SLOW_REQUESTS = 4
@@ -27,12 +28,6 @@ SLOW_BODY = {
     "num_particles": 16384,
     "seed": 0,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def poll(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,12 +21,6 @@ import psutil
 from tests.bench.common import RESULTS
 
 READY_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
