@@ -5,6 +5,7 @@ with NaN marking a missing entry where a method allows it.
 """
 
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,6 +22,17 @@ from service.mixture import log_weights, mixture_log_prob
 from service.sampler import MemberNet, Sampler, member_nets
 
 Method = Literal["exact", "importance"]
+
+
+class Cancelled(Exception):
+    """The request that wanted this work is gone (timed out); stop spending CPU on it."""
+
+
+def _stop_if(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled
+
+
 PARITY_TOLERANCE = 1e-3  # nats, as at export
 
 
@@ -163,10 +175,20 @@ class Engine:
         x, log_omega = self.sampler.draw(members, given, uniforms)
         return x, log_omega + np.log(self.weights[members]) - math.log(per_member)
 
-    def marginal(self, rows: np.ndarray, num_particles: int, rng: np.random.Generator) -> Marginal:
-        """log p(x_observed) for rows with NaN entries: exact for prefix sets, else importance."""
+    def marginal(
+        self,
+        rows: np.ndarray,
+        num_particles: int,
+        rng: np.random.Generator,
+        cancel: threading.Event | None = None,
+    ) -> Marginal:
+        """log p(x_observed) for rows with NaN entries: exact for prefix sets, else importance.
+
+        ``cancel``, once set, stops the work between rows (raising Cancelled).
+        """
         estimates, errors, sizes, methods = [], [], [], []
         for row in rows:
+            _stop_if(cancel)
             observed = ~np.isnan(row)
             if self.prefix_members(observed)[self.active].all():
                 member = self._exact_member_log_probs(row, observed)
@@ -193,13 +215,22 @@ class Engine:
         return float((per_member * v.var(axis=1, ddof=1)).sum())
 
     def complete(
-        self, rows: np.ndarray, num_samples: int, num_particles: int, rng: np.random.Generator
+        self,
+        rows: np.ndarray,
+        num_samples: int,
+        num_particles: int,
+        rng: np.random.Generator,
+        cancel: threading.Event | None = None,
     ) -> Completion:
-        """Draw completions of the NaN entries from p(x_missing | x_observed) under the mixture."""
+        """Draw completions of the NaN entries from p(x_missing | x_observed) under the mixture.
+
+        ``cancel``, once set, stops the work between rows (raising Cancelled).
+        """
         out = np.empty((len(rows), num_samples, self.dim), dtype=np.float32)
         sizes: list[float | None] = []
         methods: list[Method] = []
         for i, row in enumerate(rows):
+            _stop_if(cancel)
             observed = ~np.isnan(row)
             if self.prefix_members(observed)[self.active].all():
                 member = self._exact_member_log_probs(row, observed)

@@ -2,7 +2,8 @@
 
 import asyncio
 import secrets
-from collections.abc import Awaitable
+import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -41,6 +42,15 @@ class Runtime:
             raise Unavailable(
                 f"request timed out after {self.settings.request_timeout_s:g} s"
             ) from None
+
+    async def cancellable(self, work: Callable[..., T], *args: object) -> T:
+        """Run engine work in a thread within the request timeout; once the request is answered
+        (or timed out) the work is told to stop, so abandoned requests do not keep the CPU."""
+        cancel = threading.Event()
+        try:
+            return await self.bounded(run_in_threadpool(work, *args, cancel=cancel))
+        finally:
+            cancel.set()
 
     async def member_log_probs(self, rows: np.ndarray, engine: Engine | None = None) -> np.ndarray:
         """[B, K] member log-likelihoods, through the batcher when it is on.

@@ -160,10 +160,8 @@ async def log_likelihood(request: Request) -> NumpyJSONResponse:
     incomplete = np.flatnonzero(missing)
     if len(incomplete):
         seed = resolve_seed(body.seed)
-        marginal = await runtime.bounded(
-            run_in_threadpool(
-                engine.marginal, rows[incomplete], particles, np.random.default_rng(seed)
-            )
+        marginal = await runtime.cancellable(
+            engine.marginal, rows[incomplete], particles, np.random.default_rng(seed)
         )
         log_lik[incomplete] = marginal.log_likelihood
         error[incomplete] = marginal.standard_error
@@ -198,10 +196,8 @@ async def complete(request: Request) -> Response:
     particles = _particles(runtime, body.num_particles)
     png = _png_wanted(request, body.format, engine)
     seed = resolve_seed(body.seed)
-    result = await runtime.bounded(
-        run_in_threadpool(
-            engine.complete, rows, body.num_samples, particles, np.random.default_rng(seed)
-        )
+    result = await runtime.cancellable(
+        engine.complete, rows, body.num_samples, particles, np.random.default_rng(seed)
     )
     if png:
         return Response(
