@@ -131,9 +131,19 @@ def export_main(argv: list[str] | None = None) -> int:
         "checkpoint", type=Path, help="model.pt written by made-train, or its run dir"
     )
     parser.add_argument("--out", type=Path, required=True, help="artifact directory to write")
+    parser.add_argument(
+        "--prune", action="store_true", help="drop members of zero mixture weight from the graph"
+    )
+    parser.add_argument(
+        "--product",
+        action="store_true",
+        help="estimate the product of experts' log Z for combination=product (minutes on D=784)",
+    )
     args = parser.parse_args(argv)
     try:
-        manifest, gap = export(load_trained(args.checkpoint), args.out)
+        manifest, gap = export(
+            load_trained(args.checkpoint), args.out, prune=args.prune, product=args.product
+        )
     except (ExportError, DataError, FileNotFoundError) as exc:
         print(f"made-export: error: {exc}", file=sys.stderr)
         return 2

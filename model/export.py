@@ -16,9 +16,13 @@ import onnxruntime as ort
 import torch
 
 from model.data import load_dataset
+from model.made import MADE
 from model.onnx_graph import OPSET, build_graph
 from model.train import TrainedModel, member_log_probs
 from service import artifact
+from service.engine import Engine
+from service.masks import MaskPool
+from service.poe import CONFIDENCE, estimate_log_normaliser, product_sampler
 
 PARITY_TOLERANCE = 1e-3  # nats, on each member's log-likelihood
 PARITY_ROWS = 256
@@ -89,6 +93,7 @@ def build_manifest(trained: TrainedModel, onnx_path: Path) -> artifact.Manifest:
         mixture_weights=report["mixture_weights"],
         weights_kind=report["weights_kind"],
         em_alpha=report["em_alpha"],
+        pruned_members=report.get("pruned_members"),
         data=artifact.DataInfo(
             source=data["source"],
             location=data["location"],
@@ -110,8 +115,58 @@ def build_manifest(trained: TrainedModel, onnx_path: Path) -> artifact.Manifest:
     )
 
 
-def export(trained: TrainedModel, out_dir: Path) -> tuple[artifact.Manifest, float]:
-    """Write the artifact to ``out_dir`` atomically; return its manifest and the parity gap."""
+def prune_members(trained: TrainedModel) -> TrainedModel:
+    """The same network keeping only the members of non-zero mixture weight: the mixture is
+    unchanged and every row costs fewer member evaluations. Masks derive from the kept pool."""
+    weights = np.asarray(trained.report["mixture_weights"], dtype=np.float64)
+    keep = np.flatnonzero(weights > 0)
+    if len(keep) == len(weights):
+        return trained
+    pool = trained.model.pool
+    kept = MaskPool(pool.orderings[keep], tuple(h[keep] for h in pool.hidden_degrees))
+    made = trained.model
+    model = MADE(made.dim, made.hidden_sizes, kept, direct=made.direct is not None)
+    model.load_state_dict(made.state_dict())
+    report = dict(trained.report)
+    em = np.asarray(report["em_weights"], dtype=np.float64)[keep]
+    report["mixture_weights"] = (weights[keep] / weights[keep].sum()).tolist()
+    report["em_weights"] = (em / em.sum()).tolist() if em.sum() > 0 else report["mixture_weights"]
+    report["pruned_members"] = keep.tolist()
+    for split in ("valid", "test"):
+        members = report[split]["members"]
+        report[split] = {**report[split], "members": [members[k] for k in keep]}
+    return TrainedModel(trained.config, model.eval(), trained.dataset_info, report)
+
+
+def estimate_product_normaliser(directory: Path, seed: int = 0) -> artifact.ProductNormaliser:
+    """log Z of an artifact's product of experts, from its own exact mixture sampler."""
+    engine = Engine.load(directory)
+    if len(engine.active) == 1:  # a product of one expert is that expert
+        return artifact.ProductNormaliser(
+            log_z=0.0, standard_error=0.0, upper_bound=0.0, confidence=CONFIDENCE, num_samples=0
+        )
+    rng = np.random.default_rng(seed)
+    estimate = estimate_log_normaliser(product_sampler(engine, rng), bounded=True)
+    return artifact.ProductNormaliser(
+        log_z=estimate.log_z,
+        standard_error=estimate.log_z_se,
+        upper_bound=estimate.log_z_upper,
+        confidence=CONFIDENCE,
+        num_samples=estimate.num_samples,
+        effective_sample_size=estimate.effective_sample_size,
+    )
+
+
+def export(
+    trained: TrainedModel, out_dir: Path, prune: bool = False, product: bool = False
+) -> tuple[artifact.Manifest, float]:
+    """Write the artifact to ``out_dir`` atomically; return its manifest and the parity gap.
+
+    prune: drop members of zero mixture weight (a sparse MAP-EM fit) from the graph.
+    product: estimate the product of experts' log Z (minutes for large models) into the manifest.
+    """
+    if prune:
+        trained = prune_members(trained)
     model = onnx_model(trained)
     model_bytes = model.SerializeToString()
     gap = check_parity(trained, model_bytes, parity_inputs(trained))
@@ -122,6 +177,10 @@ def export(trained: TrainedModel, out_dir: Path) -> tuple[artifact.Manifest, flo
         onnx_path.write_bytes(model_bytes)
         manifest = build_manifest(trained, onnx_path)
         artifact.write_manifest(manifest, staging)
+        if product:
+            normaliser = estimate_product_normaliser(staging)
+            manifest = manifest.model_copy(update={"product_normaliser": normaliser})
+            artifact.write_manifest(manifest, staging)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.chmod(0o755)  # mkdtemp makes it private; an artifact is meant to be shared

@@ -63,6 +63,20 @@ class OnnxInfo(_Strict):
     num_bytes: int
 
 
+class ProductNormaliser(_Strict):
+    """log Z of the product of experts, sum_k w_k log p_k(x) - log Z, estimated at export by
+    importance sampling from the mixture (``service.poe``); nats."""
+
+    log_z: float
+    standard_error: float = Field(ge=0, description="Of the log Z estimate (delta method).")
+    upper_bound: float = Field(
+        le=0, description="One-sided upper confidence bound on log Z (empirical Bernstein)."
+    )
+    confidence: float = Field(gt=0, lt=1)
+    num_samples: int = Field(ge=0, description="Mixture draws; 0 when Z = 1 exactly (K = 1).")
+    effective_sample_size: float | None = None
+
+
 class Manifest(_Strict):
     schema_version: int = SCHEMA_VERSION
     name: str
@@ -77,6 +91,12 @@ class Manifest(_Strict):
     mixture_weights: list[float]
     weights_kind: Literal["uniform", "em"]
     em_alpha: float
+    pruned_members: list[int] | None = Field(
+        default=None, description="Indices in the trained pool of the members kept by pruning."
+    )
+    product_normaliser: ProductNormaliser | None = Field(
+        default=None, description="Present when export estimated it (made-export --product)."
+    )
     data: DataInfo
     metrics: dict[Literal["valid", "test"], SplitMetrics]
     training: dict[str, object] = Field(default_factory=dict)

@@ -19,6 +19,7 @@ from service import artifact
 from service.artifact import ArtifactError, Manifest
 from service.masks import MaskPool, input_degrees
 from service.mixture import log_weights, mixture_log_prob
+from service.poe import product_log_unnormalised
 from service.sampler import MemberNet, Sampler, member_nets
 
 Method = Literal["exact", "importance"]
@@ -141,6 +142,14 @@ class Engine:
     def mixture(self, per_member: np.ndarray) -> np.ndarray:
         """[B, K] member log-likelihoods -> [B] mixture log-likelihood."""
         return mixture_log_prob(per_member, self.weights)
+
+    def product(self, per_member: np.ndarray) -> np.ndarray:
+        """[B, K] member log-likelihoods -> [B] log p(x) of the product of experts, normalised by
+        the manifest's estimated log Z (see ``service.poe``)."""
+        normaliser = self.manifest.product_normaliser
+        if normaliser is None:
+            raise ValueError("this artifact has no product-of-experts normaliser")
+        return product_log_unnormalised(per_member, self.weights) - normaliser.log_z
 
     def particles_per_member(self, num_particles: int) -> int:
         """Particles are split evenly over weighted members, at least 2 each for a variance."""

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema
 
+from service.artifact import ProductNormaliser
+
 _ENTRY = {"anyOf": [{"type": "integer", "enum": [0, 1]}, {"type": "null"}]}
 _ROW = {
     "anyOf": [
@@ -29,6 +31,7 @@ Rows = Annotated[
 ]
 Seed = Annotated[StrictInt, Field(ge=0, le=2**63 - 1, description="Same seed, same output.")]
 Format = Literal["json", "png"]
+Combination = Literal["mixture", "product"]
 
 
 class _Request(BaseModel):
@@ -45,6 +48,11 @@ class LogLikelihoodRequest(_Request):
         None, description="Importance-sampling particles for rows with null entries."
     )
     seed: Seed | None = None
+    combination: Combination = Field(
+        "mixture",
+        description="mixture: the density that sampling and completion use. product: the "
+        "normalised product of experts (complete rows only; log Z estimated at export).",
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -87,6 +95,10 @@ class LogLikelihoodResponse(BaseModel):
     seed: int | None = None
     per_member: list[list[float]] | None = None
     per_dimension: list[list[list[float]]] | None = None
+    combination: Combination = "mixture"
+    product_normaliser: ProductNormaliser | None = Field(
+        None, description="With combination=product: the log Z used and its uncertainty."
+    )
 
 
 class CompleteResponse(BaseModel):

@@ -126,7 +126,8 @@ def _png_wanted(request: Request, fmt: str, engine: Engine) -> bool:
     openapi_extra=_body_schema(LogLikelihoodRequest),
 )
 async def log_likelihood(request: Request) -> NumpyJSONResponse:
-    """log p(x) under the mixture, in nats; marginal of the observed entries for rows with null."""
+    """log p(x) under the mixture (or the normalised product), in nats; marginal of the observed
+    entries for rows with null."""
     runtime = runtime_of(request)
     engine = runtime.require_engine()
     body, rows = await _read_rows(request, runtime, engine, LogLikelihoodRequest)
@@ -136,6 +137,17 @@ async def log_likelihood(request: Request) -> NumpyJSONResponse:
         raise InvalidField(
             ("inputs", int(np.argmax(missing))),
             "per_member and per_dimension need rows without null entries",
+        )
+    product = body.combination == "product"
+    if product and engine.manifest.product_normaliser is None:
+        raise InvalidField(
+            ("combination",),
+            "this model has no product normaliser (export it with made-export --product)",
+        )
+    if product and missing.any():
+        raise InvalidField(
+            ("inputs", int(np.argmax(missing))),
+            "combination=product needs rows without null entries (its marginals are intractable)",
         )
     count = len(rows)
     log_lik = np.empty(count)
@@ -149,14 +161,16 @@ async def log_likelihood(request: Request) -> NumpyJSONResponse:
             detail = await runtime.bounded(
                 run_in_threadpool(engine.log_likelihood, rows[complete], body.per_dimension)
             )
-            log_lik[complete] = detail.log_likelihood
+            log_lik[complete] = (
+                engine.product(detail.per_member) if product else detail.log_likelihood
+            )
             if body.per_member:
                 result["per_member"] = detail.per_member
             if body.per_dimension:
                 result["per_dimension"] = detail.per_dimension
         else:
             per_member = await runtime.member_log_probs(rows[complete], engine)
-            log_lik[complete] = engine.mixture(per_member)
+            log_lik[complete] = (engine.product if product else engine.mixture)(per_member)
     incomplete = np.flatnonzero(missing)
     if len(incomplete):
         seed = resolve_seed(body.seed)
@@ -177,7 +191,10 @@ async def log_likelihood(request: Request) -> NumpyJSONResponse:
         method=method,
         standard_error=error,
         effective_sample_size=ess,
+        combination=body.combination,
     )
+    if product:
+        result["product_normaliser"] = engine.manifest.product_normaliser.model_dump()
     return NumpyJSONResponse(result)
 
 
