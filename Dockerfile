@@ -33,7 +33,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --index-url "${TORCH_INDEX}" torch==2.13.0 \
     && pip install -c constraints.txt ".[train]"
 RUN made-train --preset digits --out /build/run --quiet \
-    && made-export /build/run/model.pt --out /build/artifact
+    && made-export /build/run/model.pt --out /build/artifact --product
 
 FROM build AS model-train
 

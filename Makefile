@@ -17,10 +17,11 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 install: $(BIN)/.installed
 
-# Train and export the embedded default (digits) only when no artifact exists yet.
+# Train and export the embedded default (digits) only when no artifact exists yet; --product
+# stores the product-of-experts normaliser so /v1/log-likelihood also serves combination=product.
 $(ARTIFACT)/manifest.json: | $(BIN)/.installed
 	$(BIN)/made-train --preset digits --out runs/digits
-	$(BIN)/made-export runs/digits/model.pt --out $(ARTIFACT)
+	$(BIN)/made-export runs/digits/model.pt --out $(ARTIFACT) --product
 
 run: $(BIN)/.installed $(ARTIFACT)/manifest.json
 	$(BIN)/made-serve --model $(ARTIFACT) --host $(HOST) --port $(PORT)
