@@ -74,7 +74,10 @@ class Batcher:
         job = _Job(rows, asyncio.get_running_loop().create_future())
         self._jobs.append(job)
         self._queued_rows += len(rows)
-        self._wakeup.set()
+        # Wake the worker only when it has something to decide: the first job of a batch, or a
+        # full batch. Waking it for every job in between cost more than the model on small rows.
+        if len(self._jobs) == 1 or self._queued_rows >= self.max_batch_size:
+            self._wakeup.set()
         return await job.future
 
     async def close(self) -> None:
@@ -118,7 +121,8 @@ class Batcher:
                     break
                 self._wakeup.clear()
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await self._wakeup.wait()
                 except TimeoutError:
                     break
             batch = self._take_batch()

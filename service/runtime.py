@@ -37,7 +37,8 @@ class Runtime:
     async def bounded(self, work: Awaitable[T]) -> T:
         """Await work within the request timeout; past it the client gets 503."""
         try:
-            return await asyncio.wait_for(work, self.settings.request_timeout_s)
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                return await work
         except TimeoutError:
             raise Unavailable(
                 f"request timed out after {self.settings.request_timeout_s:g} s"

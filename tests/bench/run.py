@@ -13,11 +13,12 @@ from service.engine import Engine
 from service.settings import available_cpus
 from tests.bench import bench_http, bench_inprocess
 from tests.bench.common import RESULTS, machine, reference_artifact, spread
+from tests.servers import free_port
 
 
 def http(artifact, rounds: int, requests: int, time_limit: float, processes: int) -> dict:
     """Rows 2, 3 and 6: three servers up at once, load rounds interleaved between them."""
-    ports = {name: bench_http.free_port() for name in ("noop", "on", "off")}
+    ports = {name: free_port() for name in ("noop", "on", "off")}
     out: dict[str, object] = {"ready_s": {}, "rss_mb": {}}
     single: dict[str, list[dict]] = {name: [] for name in ports}
     bulk: list[dict] = []
