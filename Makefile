@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# constraints.txt pins torch to the CPU wheel on this machine's disk.
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,serve,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,serve,study,dev]'
 	touch $@
 
 install: $(BIN)/.installed
