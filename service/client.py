@@ -69,6 +69,32 @@ def _body(**fields: Any) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if value is not None}
 
 
+def _likelihood_body(
+    inputs: ArrayLike,
+    per_member: bool,
+    per_dimension: bool,
+    num_particles: int | None,
+    seed: int | None,
+    combination: str,
+) -> dict[str, Any]:
+    return _body(
+        inputs=encode_rows(inputs),
+        per_member=per_member or None,
+        per_dimension=per_dimension or None,
+        num_particles=num_particles,
+        seed=seed,
+        combination=None if combination == "mixture" else combination,
+    )
+
+
+def _complete_body(
+    inputs: ArrayLike, num_samples: int, num_particles: int | None, seed: int | None
+) -> dict[str, Any]:
+    return _body(
+        inputs=encode_rows(inputs), num_samples=num_samples, num_particles=num_particles, seed=seed
+    )
+
+
 def _sizes(values: list[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
@@ -152,14 +178,10 @@ class MadeClient:
         per_dimension: bool = False,
         num_particles: int | None = None,
         seed: int | None = None,
+        combination: str = "mixture",
     ) -> LogLikelihood:
-        body = _body(
-            inputs=encode_rows(inputs),
-            per_member=per_member or None,
-            per_dimension=per_dimension or None,
-            num_particles=num_particles,
-            seed=seed,
-        )
+        """``combination="product"``: the normalised product of experts (complete rows only)."""
+        body = _likelihood_body(inputs, per_member, per_dimension, num_particles, seed, combination)
         return _log_likelihood(self._post("/v1/log-likelihood", body).json())
 
     def complete(
@@ -169,12 +191,7 @@ class MadeClient:
         num_particles: int | None = None,
         seed: int | None = None,
     ) -> Completions:
-        body = _body(
-            inputs=encode_rows(inputs),
-            num_samples=num_samples,
-            num_particles=num_particles,
-            seed=seed,
-        )
+        body = _complete_body(inputs, num_samples, num_particles, seed)
         return _completions(self._post("/v1/complete", body).json())
 
     def complete_png(
@@ -231,14 +248,9 @@ class AsyncMadeClient:
         per_dimension: bool = False,
         num_particles: int | None = None,
         seed: int | None = None,
+        combination: str = "mixture",
     ) -> LogLikelihood:
-        body = _body(
-            inputs=encode_rows(inputs),
-            per_member=per_member or None,
-            per_dimension=per_dimension or None,
-            num_particles=num_particles,
-            seed=seed,
-        )
+        body = _likelihood_body(inputs, per_member, per_dimension, num_particles, seed, combination)
         return _log_likelihood((await self._post("/v1/log-likelihood", body)).json())
 
     async def complete(
@@ -248,12 +260,7 @@ class AsyncMadeClient:
         num_particles: int | None = None,
         seed: int | None = None,
     ) -> Completions:
-        body = _body(
-            inputs=encode_rows(inputs),
-            num_samples=num_samples,
-            num_particles=num_particles,
-            seed=seed,
-        )
+        body = _complete_body(inputs, num_samples, num_particles, seed)
         return _completions((await self._post("/v1/complete", body)).json())
 
     async def sample(self, num_samples: int = 1, seed: int | None = None) -> Samples:

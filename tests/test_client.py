@@ -53,6 +53,8 @@ def test_request_body_headers_and_parsed_answer() -> None:
     assert result.method == ("exact", "importance") and result.seed == 9
     assert np.isnan(result.effective_sample_size[0]) and result.effective_sample_size[1] == 40.5
     assert result.per_member is None and result.per_dimension is None
+    client.log_likelihood(np.array([[1, 0]]), combination="product")
+    assert json.loads(seen[-1].content) == {"inputs": [[1, 0]], "combination": "product"}
 
 
 def test_error_carries_status_and_detail() -> None:
