@@ -26,7 +26,6 @@ class Runtime:
     batcher: Batcher | None = None
     ready: bool = False
     not_ready_reason: str = "starting"
-    in_flight: set[asyncio.Task] = field(default_factory=set)
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def require_engine(self) -> Engine:

@@ -10,8 +10,9 @@ from service.artifact import ArtifactError
 from service.auth import require_admin_key
 from service.engine import Engine
 from service.errors import ArtifactRejected, InvalidField
+from service.routes.v1 import ERRORS
 from service.runtime import runtime_of
-from service.schemas import ErrorBody, ValidationErrorBody
+from service.schemas import ErrorBody
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin_key)])
 
@@ -48,11 +49,11 @@ def artifact_dir(configured: Path, requested: str | None) -> Path:
     "/reload",
     response_model=ReloadResponse,
     responses={
-        400: {"model": ErrorBody, "description": "Body is not JSON."},
+        400: ERRORS[400],
         401: {"model": ErrorBody, "description": "Missing or wrong API key."},
         403: {"model": ErrorBody, "description": "No MADE_API_KEY configured: admin is off."},
         409: {"model": ErrorBody, "description": "The new artifact is invalid; old one serves."},
-        422: {"model": ValidationErrorBody, "description": "A field is invalid; loc names it."},
+        422: ERRORS[422],
         503: {"model": ErrorBody, "description": "Not ready yet; retry."},
     },
 )
