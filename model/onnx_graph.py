@@ -38,62 +38,83 @@ def build_graph(
         return output
 
     def masked_weight(layer: int, out_deg: str, in_deg: str, compare: str) -> str:
-        """[K, in, out] float: weight_l * mask_k, transposed for x @ W."""
+        """[K, out, in] float: weight_l * mask_k."""
         w_name = artifact.INIT_WEIGHT.format(layer=layer)
         inits.append(numpy_helper.from_array(weights[layer].astype(np.float32), w_name))
+        return masked(w_name, out_deg, in_deg, compare)
+
+    def masked(w_name: str, out_deg: str, in_deg: str, compare: str) -> str:
         out_col = node("Unsqueeze", [out_deg, "axis2"], f"{w_name}_out_deg")
         in_row = node("Unsqueeze", [in_deg, "axis1"], f"{w_name}_in_deg")
         mask = node(compare, [out_col, in_row], f"{w_name}_mask_bool")
         mask_f = node("Cast", [mask], f"{w_name}_mask", to=TensorProto.FLOAT)
-        masked = node("Mul", [mask_f, w_name], f"{w_name}_masked")
-        return node("Transpose", [masked], f"{w_name}_masked_t", perm=[0, 2, 1])
+        return node("Mul", [mask_f, w_name], f"{w_name}_masked")
 
-    hidden = "x"
+    def from_x(weight_kout_in: str, out: int) -> str:
+        """x @ W_k for every member at once, [K, B, out].
+
+        All members read the same x, so their masked weights sit side by side in one [D, K*out]
+        matrix: one wide GEMM runs faster than K narrow ones at the small batches serving sees.
+        """
+        side_by_side = node(
+            "Reshape",
+            [
+                node("Transpose", [weight_kout_in], f"{weight_kout_in}_iko", perm=[2, 0, 1]),
+                "d_k_out",
+            ],
+            f"{weight_kout_in}_wide",
+        )
+        shape = f"{weight_kout_in}_b_k_out"
+        inits.append(numpy_helper.from_array(np.array([0, k, out], dtype=np.int64), shape))
+        product = node("MatMul", ["x", side_by_side], f"{weight_kout_in}_x")
+        per_member = node("Reshape", [product, shape], f"{weight_kout_in}_bko")
+        return node("Transpose", [per_member], f"{weight_kout_in}_kbo", perm=[1, 0, 2])
+
+    def apply(weight_kout_in: str, hidden: str | None, out: int) -> str:
+        """[K, B, out]: the layer on x (hidden is None) or on the members' own [K, B, in]."""
+        if hidden is None:
+            return from_x(weight_kout_in, out)
+        w_t = node("Transpose", [weight_kout_in], f"{weight_kout_in}_t", perm=[0, 2, 1])
+        return node("MatMul", [hidden, w_t], f"{weight_kout_in}_h")
+
+    inits.append(numpy_helper.from_array(np.array([dim, -1], dtype=np.int64), "d_k_out"))
+    hidden: str | None = None
     previous_deg = artifact.INIT_INPUT_DEGREES
     num_hidden = len(pool.hidden_degrees)
     for layer in range(num_hidden):
         deg_name = artifact.INIT_HIDDEN_DEGREES.format(layer=layer)
         inits.append(numpy_helper.from_array(pool.hidden_degrees[layer].astype(np.int64), deg_name))
-        w_t = masked_weight(layer, deg_name, previous_deg, "GreaterOrEqual")
+        w = masked_weight(layer, deg_name, previous_deg, "GreaterOrEqual")
         b_name = artifact.INIT_BIAS.format(layer=layer)
         inits.append(numpy_helper.from_array(biases[layer].astype(np.float32), b_name))
-        pre = node("MatMul", [hidden, w_t], f"pre_{layer}")
+        pre = apply(w, hidden, len(biases[layer]))
         hidden = node("Relu", [node("Add", [pre, b_name], f"pre_bias_{layer}")], f"hidden_{layer}")
         previous_deg = deg_name
 
     w_out = masked_weight(num_hidden, artifact.INIT_INPUT_DEGREES, previous_deg, "Greater")
     b_out = artifact.INIT_BIAS.format(layer=num_hidden)
     inits.append(numpy_helper.from_array(biases[num_hidden].astype(np.float32), b_out))
-    logits_kbd = node("Add", [node("MatMul", [hidden, w_out], "out_pre"), b_out], "out_logits")
+    logits_kbd = node("Add", [apply(w_out, hidden, dim), b_out], "out_logits")
     if direct_weight is not None:
         inits.append(
             numpy_helper.from_array(direct_weight.astype(np.float32), artifact.INIT_DIRECT)
         )
         d_deg = artifact.INIT_INPUT_DEGREES
-        out_col = node("Unsqueeze", [d_deg, "axis2"], "direct_out_deg")
-        in_row = node("Unsqueeze", [d_deg, "axis1"], "direct_in_deg")
-        mask = node(
-            "Cast",
-            [node("Greater", [out_col, in_row], "direct_mask_bool")],
-            "direct_mask",
-            to=TensorProto.FLOAT,
-        )
-        masked = node("Mul", [mask, artifact.INIT_DIRECT], "direct_masked")
-        direct_t = node("Transpose", [masked], "direct_masked_t", perm=[0, 2, 1])
-        direct_out = node("MatMul", ["x", direct_t], "direct_logits")
-        logits_kbd = node("Add", [logits_kbd, direct_out], "all_logits")
+        direct = from_x(masked(artifact.INIT_DIRECT, d_deg, d_deg, "Greater"), dim)
+        logits_kbd = node("Add", [logits_kbd, direct], "all_logits")
 
-    logits = node("Transpose", [logits_kbd], artifact.OUTPUT_LOGITS, perm=[1, 0, 2])
-    # log p(x_d | x_<d) = x * l - softplus(l), softplus(l) = relu(l) + log(1 + exp(-|l|)):
-    # stable for any l, unlike a fused binary cross-entropy export.
-    magnitude = node("Neg", [node("Abs", [logits], "sp_abs")], "sp_neg_abs")
-    log1p_exp = node(
-        "Log", [node("Add", [node("Exp", [magnitude], "sp_exp"), "one"], "sp_1p")], "sp_log1p"
+    node("Transpose", [logits_kbd], artifact.OUTPUT_LOGITS, perm=[1, 0, 2])
+    # log p(x_d | x_<d) = log sigmoid(z) with z = (2 x - 1) * logit; log sigmoid(z) =
+    # -relu(-z) + log sigmoid(|z|), and sigmoid(|z|) >= 1/2 never underflows: stable for any
+    # logit in five element-wise passes over [K, B, D].
+    sign = node("Sub", [node("Add", ["x", "x"], "two_x"), "one"], "sign")
+    z = node("Mul", [logits_kbd, sign], "signed_logits")
+    log_sig_abs = node("Log", [node("Sigmoid", [node("Abs", [z], "z_abs")], "sig_abs")], "log_sig")
+    terms = node(
+        "Sub", [log_sig_abs, node("Relu", [node("Neg", [z], "neg_z")], "relu_neg")], "terms"
     )
-    softplus = node("Add", [node("Relu", [logits], "sp_relu"), log1p_exp], "softplus")
-    x_b1d = node("Unsqueeze", ["x", "axis1"], "x_b1d")
-    terms = node("Sub", [node("Mul", [x_b1d, logits], "x_logits"), softplus], "log_terms")
-    node("ReduceSum", [terms, "axis2"], artifact.OUTPUT_LOG_PROB, keepdims=0)
+    per_member = node("ReduceSum", [terms, "axis2"], "log_prob_kb", keepdims=0)
+    node("Transpose", [per_member], artifact.OUTPUT_LOG_PROB, perm=[1, 0])
 
     graph = helper.make_graph(
         nodes,
