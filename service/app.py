@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 import numpy as np
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.auth import require_api_key
 from service.batcher import Batcher
 from service.engine import Engine
 from service.errors import install_error_handlers
+from service.hot_path import HotLikelihood
 from service.memory import release_free_heap
 from service.metrics import Metrics
 from service.request_log import RequestLogMiddleware
@@ -33,7 +35,22 @@ def warm_up(engine: Engine, max_batch_size: int) -> None:
     release_free_heap()
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+class ServiceApp(FastAPI):
+    """FastAPI behind a front of plain ASGI layers: the request log (outermost, so it sees every
+    response), CORS when configured, and the hot likelihood route. The front runs before
+    FastAPI's own middleware, so the hot route's requests skip all of it."""
+
+    front: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.front(scope, receive, send)
+
+    async def behind_front(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI itself, where the front hands every request it does not answer."""
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> ServiceApp:
     """Build the app; pass ``engine`` to serve an already loaded model (tests do)."""
     settings = settings or Settings()
     runtime = Runtime(settings=settings)
@@ -64,7 +81,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         if runtime.batcher is not None:
             await runtime.batcher.close()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="made-serve",
         version="0.1.0",
         summary="Likelihoods, completions and samples from a MADE mixture.",
@@ -85,13 +102,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(admin.router)
     # The page is open so it can load and then ask for the key its /v1 calls need.
     app.include_router(page.router)
+    hot_route = next(route for route in v1.router.routes if route.endpoint is v1.log_likelihood)
+    front: ASGIApp = HotLikelihood(app.behind_front, runtime, hot_route)
     if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
+        front = CORSMiddleware(
+            front,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID"],
         )
-    app.add_middleware(RequestLogMiddleware, metrics=observed)  # outermost: sees every response
+    app.front = RequestLogMiddleware(front, metrics=observed)
     return app

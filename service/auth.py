@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from service.errors import Forbidden, Unauthorized
 
@@ -28,6 +29,12 @@ def key_matches(credentials: HTTPAuthorizationCredentials | None, key: str) -> b
     if credentials is None or credentials.scheme.lower() != "bearer":
         return False
     return hmac.compare_digest(credentials.credentials.encode(), key.encode())
+
+
+def header_matches(authorization: str | None, key: str) -> bool:
+    """``key_matches`` on a raw Authorization header, parsed as the HTTPBearer scheme parses it."""
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    return key_matches(HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials), key)
 
 
 async def require_api_key(request: Request, credentials: Credentials) -> None:

@@ -11,14 +11,18 @@ from service.codec import decode_rows, rows_from_text, split_binary_inputs
 from service.errors import BodyTooLarge, InvalidBody, InvalidField, UnsupportedMediaType
 
 M = TypeVar("M", bound=BaseModel)
+JSON = "application/json"
+
+
+def media_type(content_type: str) -> str:
+    """'application/json' from 'Application/JSON; charset=utf-8'."""
+    return content_type.split(";")[0].strip().lower()
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "application/json":
-        raise UnsupportedMediaType(
-            f"Content-Type must be application/json, got {media_type or 'none'!r}"
-        )
+    kind = media_type(request.headers.get("content-type", ""))
+    if kind != JSON:
+        raise UnsupportedMediaType(f"Content-Type must be application/json, got {kind or 'none'!r}")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")

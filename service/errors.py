@@ -80,10 +80,22 @@ class Unavailable(ServiceError):
         return {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
+INTERNAL_ERROR = {"detail": "internal server error"}
+
+
+def error_response(exc: ServiceError) -> NumpyJSONResponse:
+    return NumpyJSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> NumpyJSONResponse:
-        return NumpyJSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
+        return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, exc: Exception) -> NumpyJSONResponse:
+        """A bug: JSON like every other error; the traceback still reaches the server log."""
+        return NumpyJSONResponse(INTERNAL_ERROR, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> NumpyJSONResponse:

@@ -13,11 +13,12 @@ from typing import Any
 
 import orjson
 
+from service.errors import INTERNAL_ERROR
 from service.metrics import Metrics, method_label
 
 REQUEST_ID_HEADER = b"x-request-id"
 MAX_REQUEST_ID = 128
-INTERNAL_ERROR_BODY = b'{"detail":"internal server error"}'
+INTERNAL_ERROR_BODY = orjson.dumps(INTERNAL_ERROR)
 UNMATCHED_ROUTE = "unmatched"  # one label for every unknown path, so 404 scans cannot add series
 
 Scope = MutableMapping[str, Any]

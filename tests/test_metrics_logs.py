@@ -189,6 +189,7 @@ def test_unhandled_errors_answer_500_with_the_request_id(
     with TestClient(app, raise_server_exceptions=False) as http:
         response = http.get("/boom", headers={"X-Request-ID": "oops-1"})
         assert response.status_code == 500
+        assert response.json() == {"detail": "internal server error"}
         assert response.headers["x-request-id"] == "oops-1"
         assert requests_total(samples(http), "/boom", "GET", 500) == 1
     boom = [line for line in access_records(caplog) if line["route"] == "/boom"]

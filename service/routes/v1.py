@@ -119,6 +119,26 @@ def _png_wanted(request: Request, fmt: str, engine: Engine) -> bool:
     return wanted
 
 
+def likelihood_fields(
+    log_lik: np.ndarray,
+    observed: np.ndarray,
+    method: list[str],
+    standard_error: np.ndarray,
+    effective_sample_size: list[float | None],
+    combination: str,
+) -> dict[str, object]:
+    """The fields every log-likelihood response has, whichever path (see service.hot_path)
+    answered it; ``observed`` counts each row's known entries, for bits per dimension."""
+    return {
+        "log_likelihood": log_lik,
+        "bits_per_dim": -log_lik / (np.maximum(observed, 1) * math.log(2)),
+        "method": method,
+        "standard_error": standard_error,
+        "effective_sample_size": effective_sample_size,
+        "combination": combination,
+    }
+
+
 @router.post(
     "/log-likelihood",
     response_model=LogLikelihoodResponse,
@@ -184,15 +204,7 @@ async def log_likelihood(request: Request) -> NumpyJSONResponse:
             method[j] = marginal.method[i]
         result["seed"] = seed
     observed = (~np.isnan(rows)).sum(axis=1)
-    bits = -log_lik / (np.maximum(observed, 1) * math.log(2))
-    result.update(
-        log_likelihood=log_lik,
-        bits_per_dim=bits,
-        method=method,
-        standard_error=error,
-        effective_sample_size=ess,
-        combination=body.combination,
-    )
+    result.update(likelihood_fields(log_lik, observed, method, error, ess, body.combination))
     if product:
         result["product_normaliser"] = engine.manifest.product_normaliser.model_dump()
     return NumpyJSONResponse(result)

@@ -1,0 +1,131 @@
+"""The hot route: plain ``POST /v1/log-likelihood`` requests answered at the ASGI level.
+
+With many clients sending a row each, FastAPI's per-request machinery (its middleware layers,
+routing, dependency solving, Request and Response objects) cost the event loop more than the
+model cost its thread. A plain request -- JSON body holding only ``inputs``, rows of 0/1 digits,
+within the limits, with the API key when one is set -- is decoded straight from the bytes, batched
+and answered here. Anything else goes on to the FastAPI route with the body replayed, so
+validation, options and error messages stay in one place; the route also keeps the OpenAPI entry.
+"""
+
+import numpy as np
+import orjson
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.auth import header_matches
+from service.body import JSON, media_type
+from service.codec import rows_from_text, split_binary_inputs
+from service.engine import Engine
+from service.errors import ServiceError, error_response
+from service.routes.v1 import likelihood_fields
+from service.runtime import Runtime
+
+PLAIN_REST = b'{"inputs":0}'  # the body once the rows are cut out, white space removed
+WHITESPACE = b" \t\r\n"
+
+
+class HotLikelihood:
+    def __init__(self, app: ASGIApp, runtime: Runtime, route: APIRoute):
+        """``route`` is the FastAPI route this one runs ahead of; its path labels the metrics."""
+        self.app = app
+        self.runtime = runtime
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        engine = self.runtime.engine
+        if (
+            scope["type"] != "http"
+            or scope["path"] != self.route.path
+            or scope["method"] != "POST"
+            or engine is None
+            or not self.runtime.ready
+            or not self.plain_headers(scope["headers"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        raw = await read_all(receive)
+        if raw is None:  # the client went away
+            return
+        rows = plain_rows(raw, engine)
+        if rows is None or len(rows) > self.runtime.settings.max_rows:
+            await self.app(scope, replay(raw, receive), send)
+            return
+        scope["route"] = self.route
+        scope.setdefault("state", {})["rows"] = len(rows)
+        try:
+            per_member = await self.runtime.member_log_probs(rows, engine)
+        except ServiceError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        count = len(rows)
+        fields = likelihood_fields(
+            engine.mixture(per_member),
+            np.full(count, engine.dim),
+            ["exact"] * count,
+            np.zeros(count),
+            [None] * count,
+            "mixture",
+        )
+        body = orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY)
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def plain_headers(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """JSON with a declared length within the limit, and the API key when one is set."""
+        declared = kind = authorization = None
+        for name, value in headers:
+            if name == b"content-length":
+                declared = value
+            elif name == b"content-type":
+                kind = value
+            elif name == b"authorization":
+                authorization = value
+        settings = self.runtime.settings
+        return (
+            kind is not None
+            and media_type(kind.decode("latin-1")) == JSON
+            and declared is not None
+            and declared.isdigit()
+            and int(declared) <= settings.max_body_bytes
+            and (not settings.api_key or header_matches(_text(authorization), settings.api_key))
+        )
+
+
+def plain_rows(raw: bytes, engine: Engine) -> np.ndarray | None:
+    """The body's rows when ``inputs`` is its only field and holds rows of 0/1 digits."""
+    split = split_binary_inputs(raw)
+    if split is None or split[1].translate(None, WHITESPACE) != PLAIN_REST:
+        return None
+    return rows_from_text(split[0], engine.dim, engine.manifest.image_shape)
+
+
+async def read_all(receive: Receive) -> bytes | None:
+    """The whole body (its length was checked against the limit), or None on disconnect."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replay(raw: bytes, receive: Receive) -> Receive:
+    """A receive that hands over the already read body first, then defers to the real one."""
+    pending = True
+
+    async def again() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+
+    return again
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
