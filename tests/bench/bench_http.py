@@ -65,8 +65,9 @@ def made_server(artifact: Path, port: int, batching: bool):
     return server([str(made), "--host", "127.0.0.1", "--port", str(port)], env, port)
 
 
-def noop_server(port: int):
-    command = [sys.executable, "-m", "uvicorn", "tests.bench.noop_app:app", "--port", str(port)]
+def noop_server(port: int, app: str = "app"):
+    """``app``: the no-op parsing like made-serve, or ``typical``, parsing with pydantic."""
+    command = [sys.executable, "-m", "uvicorn", f"tests.bench.noop_app:{app}", "--port", str(port)]
     command += ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
     return server(command, {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}, port)
 

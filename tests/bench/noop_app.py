@@ -1,8 +1,14 @@
-"""The HTTP ceiling: a FastAPI endpoint that reads and parses a log-likelihood body like the real
-route (media type, size limit, orjson, schema, row decoding) and answers without any model."""
+"""The HTTP ceilings: FastAPI endpoints that read and parse a log-likelihood body and answer
+zeros without any model.
+
+``app`` parses like the real route (media type, size limit, orjson, schema, rows decoded straight
+from the bytes); ``typical`` the way a FastAPI service usually does, a pydantic body model, as the
+peers' benchmarks do.
+"""
 
 import numpy as np
 from fastapi import FastAPI, Request
+from pydantic import BaseModel
 
 from service.body import parse_rows_body, read_body
 from service.responses import NumpyJSONResponse
@@ -12,6 +18,11 @@ DIM = 784
 IMAGE = (28, 28)
 
 app = FastAPI()
+typical = FastAPI()
+
+
+class Rows(BaseModel):
+    inputs: list[list[float]]
 
 
 @app.post("/v1/log-likelihood")
@@ -20,3 +31,10 @@ async def log_likelihood(request: Request) -> NumpyJSONResponse:
     _, rows = parse_rows_body(raw, LogLikelihoodRequest, DIM, IMAGE)
     zeros = np.zeros(len(rows))
     return NumpyJSONResponse({"log_likelihood": zeros, "bits_per_dim": zeros})
+
+
+@typical.post("/v1/log-likelihood")
+async def typical_log_likelihood(body: Rows) -> dict[str, list[float]]:
+    rows = np.asarray(body.inputs, dtype=np.float32)
+    zeros = np.zeros(len(rows)).tolist()
+    return {"log_likelihood": zeros, "bits_per_dim": zeros}
