@@ -9,7 +9,9 @@ import torch
 
 from model import export as export_module
 from model.export import ExportError, check_parity, export, onnx_model
+from model.onnx_graph import build_graph
 from service import artifact
+from service.masks import draw_pool
 from service.mixture import mixture_log_prob
 from tests.test_made import all_binary
 
@@ -38,17 +40,42 @@ def test_onnx_matches_torch_and_normalises(tiny_trained, tiny_artifact):
         assert abs(np.exp(mixture_log_prob(log_prob, weights)).sum() - 1) < 1e-4
 
 
-def test_extreme_logits_stay_finite(tiny_trained):
-    """Biases of 80 push every logit into saturation, where a naive BCE export overflows."""
+def float64_log_prob(rows: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """[B, K] sum_d log p(x_d | x_<d) from the graph's own [B, K, D] logits, in float64."""
+    signed = (2 * rows[:, None, :].astype(np.float64) - 1) * logits.astype(np.float64)
+    return -np.logaddexp(0, -signed).sum(axis=2)
+
+
+@pytest.mark.parametrize("bias", [80.0, -80.0])
+def test_extreme_logits_give_exact_log_probabilities(tiny_trained, bias):
+    """Biases of +-80 push every logit into saturation, where a naive BCE export overflows and
+    a plain log of sigmoid underflows."""
     model = onnx_model(tiny_trained)
     for init in model.graph.initializer:
         if init.name.startswith("bias_"):
-            values = np.frombuffer(init.raw_data, dtype=np.float32) * 0 + 80.0
+            values = np.frombuffer(init.raw_data, dtype=np.float32) * 0 + bias
             init.raw_data = values.astype(np.float32).tobytes()
     session = ort.InferenceSession(model.SerializeToString())
     rows = all_binary(tiny_trained.model.dim)
-    log_prob, _ = session.run(None, {artifact.INPUT_X: rows})
+    log_prob, logits = session.run(None, {artifact.INPUT_X: rows})
     assert np.isfinite(log_prob).all()
+    np.testing.assert_allclose(log_prob, float64_log_prob(rows, logits), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("scale", [0.001, 3.0])
+@pytest.mark.parametrize("dim", [67, 130, 784])
+def test_log_probabilities_match_float64_for_any_chunking(dim, scale):
+    """The graph sums logs of products over chunks of up to 64 dimensions (a prime D gets chunks
+    of one). Logits near 0 make every factor about 1/2, the smallest; large ones saturate."""
+    pool = draw_pool(3, dim, [40], "random", seed=dim)
+    rng = np.random.default_rng(dim)
+    weights = [rng.normal(0, scale, (40, dim)), rng.normal(0, scale, (dim, 40))]
+    biases = [rng.normal(0, scale, 40), rng.normal(0, scale, dim)]
+    graph = build_graph(pool, weights, biases, rng.normal(0, scale, (dim, dim)))
+    session = ort.InferenceSession(graph.SerializeToString())
+    rows = (rng.random((16, dim)) < 0.5).astype(np.float32)
+    log_prob, logits = session.run(None, {artifact.INPUT_X: rows})
+    np.testing.assert_allclose(log_prob, float64_log_prob(rows, logits), rtol=1e-5, atol=1e-3)
 
 
 def test_file_is_not_k_dense_masks(tmp_path, tiny_data_dir):
