@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 import numpy as np
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.auth import require_api_key
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.runtime = runtime
     app.state.metrics = observed
     install_error_handlers(app)
+    app.add_exception_handler(HTTPException, v2.http_error)
     # Health (and metrics) stay open for probes; everything else is mounted behind the key.
     # Without a key there is nothing to check, so the hot routes carry no dependency at all.
     keyed = [Depends(require_api_key)] if settings.api_key else []

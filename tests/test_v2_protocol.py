@@ -92,6 +92,24 @@ def test_unknown_models_and_versions_are_404_with_an_error_body(
     assert isinstance(response.json()["error"], str)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/v2/nothing/here", 404), ("DELETE", "/v2", 405), ("POST", "/v2/health/live", 405)],
+)
+def test_paths_no_route_serves_answer_the_protocols_error_body(
+    client: TestClient, method: str, path: str, status: int
+) -> None:
+    response = client.request(method, path)
+    assert response.status_code == status
+    assert set(response.json()) == {"error"}
+
+
+def test_paths_outside_v2_keep_fastapis_error_body(client: TestClient) -> None:
+    response = client.get("/v1/nothing")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+
+
 def test_infer_on_an_unknown_model_is_404(client: TestClient) -> None:
     response = client.post("/v2/models/other/infer", json=infer_body(FLAT))
     assert response.status_code == 404 and "other" in response.json()["error"]

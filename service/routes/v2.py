@@ -9,7 +9,9 @@ from collections.abc import Awaitable, Callable
 from importlib.metadata import version as package_version
 
 from fastapi import APIRouter, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from service.body import read_body
 from service.engine import Engine
@@ -65,8 +67,18 @@ class ProtocolRoute(APIRoute):
         return handle
 
 
-health_router = APIRouter(prefix="/v2", tags=["v2"], route_class=ProtocolRoute)
-router = APIRouter(prefix="/v2/models", tags=["v2"], route_class=ProtocolRoute)
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    """A path or method no route serves (404, 405): the protocol's error body under /v2, FastAPI's
+    own elsewhere."""
+    if request.url.path == PREFIX or request.url.path.startswith(f"{PREFIX}/"):
+        body = {"error": exc.detail}
+        return NumpyJSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    return await http_exception_handler(request, exc)
+
+
+PREFIX = "/v2"
+health_router = APIRouter(prefix=PREFIX, tags=["v2"], route_class=ProtocolRoute)
+router = APIRouter(prefix=f"{PREFIX}/models", tags=["v2"], route_class=ProtocolRoute)
 
 
 def model_version(engine: Engine) -> str:
