@@ -5,7 +5,7 @@ Served model: the artifact's manifest name, version the first 12 hex digits of i
 ``log_likelihood`` [B] FP64, the mixture's log p(x) in nats, computed as /v1 does.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import version as package_version
 
 from fastapi import APIRouter, Request, Response
@@ -35,6 +35,7 @@ from service.inference_protocol import (
 from service.responses import NumpyJSONResponse
 from service.runtime import runtime_of
 
+PREFIX = "/v2"
 PLATFORM = "onnxruntime_onnx"
 ERRORS = {
     code: {"model": ProtocolErrorBody, "description": text}
@@ -60,9 +61,7 @@ class ProtocolRoute(APIRoute):
                 return await handler(request)
             except ServiceError as exc:
                 status = 400 if exc.status_code == 422 else exc.status_code
-                return NumpyJSONResponse(
-                    {"error": exc.message}, status_code=status, headers=exc.headers()
-                )
+                return protocol_error(exc.message, status, exc.headers())
 
         return handle
 
@@ -71,12 +70,15 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
     """A path or method no route serves (404, 405): the protocol's error body under /v2, FastAPI's
     own elsewhere."""
     if request.url.path == PREFIX or request.url.path.startswith(f"{PREFIX}/"):
-        body = {"error": exc.detail}
-        return NumpyJSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        return protocol_error(exc.detail, exc.status_code, exc.headers)
     return await http_exception_handler(request, exc)
 
 
-PREFIX = "/v2"
+def protocol_error(message: str, status: int, headers: Mapping[str, str] | None) -> Response:
+    """The protocol's error body, ``{"error": message}``."""
+    return NumpyJSONResponse({"error": message}, status_code=status, headers=headers)
+
+
 health_router = APIRouter(prefix=PREFIX, tags=["v2"], route_class=ProtocolRoute)
 router = APIRouter(prefix=f"{PREFIX}/models", tags=["v2"], route_class=ProtocolRoute)
 
