@@ -193,12 +193,14 @@ class Trainer:
         order = torch.randperm(len(self.train_rows), generator=self.generator)
         batches = order.split(self.config.batch_size)
         total, count = 0.0, 0
+        # tqdm's None disables the bar when stderr is not a terminal: a log then holds only the
+        # epoch summary that fit() logs, not one line per bar update.
         bar = tqdm(
             batches,
             desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
             unit="batch",
             leave=False,
-            disable=not self.progress,
+            disable=None if self.progress else True,
         )
         for index in bar:
             x = self.train_rows[index.to(self.device)]

@@ -1,6 +1,7 @@
 """A small reader of the top-level Dockerfile, so tests can check what the image declares."""
 
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,14 @@ class Stage:
             words = [word for word in args.split() if not word.startswith("--")]
             result.append((words[:-1], words[-1]))
         return result
+
+    def runs(self) -> list[str]:
+        """The shell commands of ``RUN`` instructions, their own flags (--mount=...) left out."""
+        return [re.sub(r"^(--\S+\s+)*", "", args) for args in self.arguments("RUN")]
+
+    def workdir(self) -> str:
+        (path,) = self.arguments("WORKDIR")
+        return path
 
     def healthcheck(self) -> list[str]:
         """The exec-form command of ``HEALTHCHECK ... CMD [...]``."""
