@@ -5,6 +5,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -42,7 +43,7 @@ def test_server_metadata_and_health(client: TestClient) -> None:
     assert client.get("/v2").json() == {
         "name": "made-serve",
         "version": version("made-serve"),
-        "extensions": [],
+        "extensions": ["binary_tensor_data"],
     }
     live = client.get("/v2/health/live")
     ready = client.get("/v2/health/ready")
@@ -242,3 +243,222 @@ def test_api_key_guards_models_but_not_health(tiny_artifact: Path) -> None:
         assert allowed.status_code == 200
         assert http.get("/v2/health/ready").status_code == 200
         assert http.get(f"/v2/models/{manifest.name}/ready").status_code == 200
+
+
+# The binary tensor data extension: JSON header, then raw little-endian tensors.
+BINARY_TYPES = {
+    "BOOL": "u1",
+    "UINT8": "u1",
+    "INT8": "i1",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "UINT16": "<u2",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+
+
+def tensor_bytes(rows: np.ndarray, datatype: str) -> bytes:
+    if datatype == "BF16":  # the upper half of each float32
+        return (rows.astype("<f4").view("<u4") >> 16).astype("<u2").tobytes()
+    return rows.astype(BINARY_TYPES[datatype]).tobytes()
+
+
+OCTET = "application/octet-stream"
+
+
+def binary_request(
+    header: dict, data: bytes, header_length: int | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """(body, headers) of a binary request; ``header_length`` overrides the true JSON length."""
+    json_part = orjson.dumps(header)
+    length = len(json_part) if header_length is None else header_length
+    return json_part + data, {"Inference-Header-Content-Length": str(length)}
+
+
+def binary_input(shape: list[int], datatype: str, size: int, **extra) -> dict:
+    parameters = {"binary_data_size": size, **extra.pop("parameters", {})}
+    return {"name": "x", "shape": shape, "datatype": datatype, "parameters": parameters, **extra}
+
+
+def binary_outputs(response) -> tuple[dict, np.ndarray]:
+    """A binary response -> (its JSON header, its one FP64 output)."""
+    assert response.headers["content-type"] == "application/octet-stream"
+    length = int(response.headers["inference-header-content-length"])
+    header = orjson.loads(response.content[:length])
+    (output,) = header["outputs"]
+    assert "data" not in output
+    values = np.frombuffer(response.content[length:], dtype="<f8")
+    assert output["parameters"] == {"binary_data_size": values.nbytes}
+    assert len(response.content) == length + values.nbytes
+    return header, values
+
+
+@pytest.mark.parametrize("datatype", [*BINARY_TYPES, "BF16"])
+def test_binary_inputs_of_every_datatype_match_v1(
+    client: TestClient, manifest: Manifest, datatype: str
+) -> None:
+    rows = np.array(ROWS)
+    data = tensor_bytes(rows, datatype)
+    body, headers = binary_request({"inputs": [binary_input(SHAPE, datatype, len(data))]}, data)
+    response = client.post(f"/v2/models/{manifest.name}/infer", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    np.testing.assert_allclose(
+        response.json()["outputs"][0]["data"], v1_log_likelihood(client, ROWS), rtol=0, atol=1e-6
+    )
+
+
+def test_a_body_without_content_type_is_json(client: TestClient, manifest: Manifest) -> None:
+    response = client.post(
+        f"/v2/models/{manifest.name}/infer", content=orjson.dumps(infer_body(FLAT))
+    )
+    assert response.status_code == 200
+    np.testing.assert_allclose(
+        response.json()["outputs"][0]["data"], v1_log_likelihood(client, ROWS), rtol=0, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("parameters", "outputs", "binary"),
+    [
+        ({"binary_data_output": True}, None, True),
+        (None, [{"name": "log_likelihood", "parameters": {"binary_data": True}}], True),
+        (
+            {"binary_data_output": True},
+            [{"name": "log_likelihood", "parameters": {"binary_data": False}}],
+            False,
+        ),
+        ({"binary_data_output": False}, [{"name": "log_likelihood"}], False),
+    ],
+)
+def test_binary_output_follows_its_flag_then_the_requests(
+    client: TestClient, manifest: Manifest, parameters: dict | None, outputs, binary: bool
+) -> None:
+    request = infer_body(FLAT, id="7", parameters=parameters, outputs=outputs)
+    response = client.post(f"/v2/models/{manifest.name}/infer", json=request)
+    assert response.status_code == 200
+    expected = v1_log_likelihood(client, ROWS)
+    if not binary:
+        assert "inference-header-content-length" not in response.headers
+        np.testing.assert_allclose(response.json()["outputs"][0]["data"], expected, atol=1e-6)
+        return
+    header, values = binary_outputs(response)
+    assert header["id"] == "7" and header["model_name"] == manifest.name
+    assert header["outputs"][0] | {"parameters": None} == {
+        "name": "log_likelihood",
+        "shape": [len(ROWS)],
+        "datatype": "FP64",
+        "parameters": None,
+    }
+    np.testing.assert_allclose(values, expected, rtol=0, atol=1e-6)
+
+
+def test_binary_inputs_and_outputs_together(client: TestClient, manifest: Manifest) -> None:
+    data = tensor_bytes(np.array(ROWS), "FP32")
+    body, headers = binary_request(
+        {
+            "inputs": [binary_input(SHAPE, "FP32", len(data))],
+            "parameters": {"binary_data_output": True},
+        },
+        data,
+    )
+    response = client.post(f"/v2/models/{manifest.name}/infer", content=body, headers=headers)
+    assert response.status_code == 200
+    np.testing.assert_allclose(
+        binary_outputs(response)[1], v1_log_likelihood(client, ROWS), rtol=0, atol=1e-6
+    )
+
+
+def bad_binary_requests(dim: int) -> list[tuple[str, tuple[bytes, dict[str, str]], str]]:
+    """(label, (body, headers), a phrase the error must hold)."""
+    shape = [2, dim]
+    bools = tensor_bytes(np.zeros(shape), "BOOL")
+    floats = tensor_bytes(np.zeros(shape), "FP32")
+
+    def one(tail: bytes, datatype: str = "BOOL", size: int | None = None, **extra):
+        size = len(tail) if size is None else size
+        return binary_request({"inputs": [binary_input(shape, datatype, size, **extra)]}, tail)
+
+    return [
+        ("size of BOOL under FP32", one(bools, "FP32"), "input 'x': binary_data_size"),
+        ("size of FP32 under BOOL", one(floats), "input 'x': binary_data_size"),
+        ("size one byte short", one(bools[:-1], size=len(bools) - 1), "input 'x'"),
+        ("size right, body short", one(bools[:-1], size=len(bools)), "input 'x'"),
+        ("bytes after the tensor", one(bools + b"\0", size=len(bools)), "input 'x'"),
+        ("size a string", one(bools, size="16"), "input 'x'"),  # type: ignore[arg-type]
+        ("size a boolean", one(bools, size=True), "input 'x'"),  # type: ignore[arg-type]
+        ("size negative", one(bools, size=-1), "input 'x'"),
+        ("data and size", one(bools, data=[0] * 2 * dim), "input 'x'"),
+        ("a byte 2 under BOOL", one(b"\2" + bools[1:]), "input 'x'"),
+        ("NaN under FP32", one(tensor_bytes(np.full(shape, np.nan), "FP32"), "FP32"), "input 'x'"),
+        (
+            "header length past the body",
+            binary_request({"inputs": [binary_input(shape, "BOOL", len(bools))]}, bools, 10**6),
+            "Inference-Header-Content-Length",
+        ),
+        (
+            "header length not a number",
+            (one(bools)[0], {"Inference-Header-Content-Length": "12a"}),
+            "Inference-Header-Content-Length",
+        ),
+        (
+            "binary data without a header length",
+            (one(bools)[0], {"Content-Type": "application/json"}),
+            "body is not valid JSON",
+        ),
+        (
+            "size without binary data",
+            binary_request({"inputs": [binary_input(shape, "BOOL", len(bools))]}, b""),
+            "input 'x'",
+        ),
+        (
+            "binary data for a JSON input",
+            binary_request(infer_body([0] * 2 * dim, shape=shape), bools),
+            "input 'x'",
+        ),
+        (
+            "binary_data not a boolean",
+            binary_request(
+                {
+                    "inputs": [binary_input(shape, "BOOL", len(bools))],
+                    "outputs": [{"name": "log_likelihood", "parameters": {"binary_data": 1}}],
+                },
+                bools,
+            ),
+            "outputs.0.parameters.binary_data",
+        ),
+    ]
+
+
+def test_bad_binary_bodies_are_400_naming_the_culprit(
+    client: TestClient, manifest: Manifest
+) -> None:
+    for label, (body, headers), phrase in bad_binary_requests(manifest.dim):
+        response = client.post(f"/v2/models/{manifest.name}/infer", content=body, headers=headers)
+        assert response.status_code == 400, label
+        payload = response.json()
+        assert set(payload) == {"error"}, label
+        assert phrase in payload["error"], (label, payload["error"])
+
+
+def test_octet_stream_is_accepted_and_other_media_types_are_415(
+    client: TestClient, manifest: Manifest
+) -> None:
+    data = tensor_bytes(np.array(ROWS), "BOOL")
+    body, headers = binary_request({"inputs": [binary_input(SHAPE, "BOOL", len(data))]}, data)
+    path = f"/v2/models/{manifest.name}/infer"
+    labelled = client.post(path, content=body, headers=headers | {"Content-Type": OCTET})
+    assert labelled.status_code == 200
+    refused = client.post(path, content=body, headers=headers | {"Content-Type": "text/csv"})
+    assert refused.status_code == 415 and "application/json" in refused.json()["error"]
+
+
+def test_the_openapi_infer_schema_resolves(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    infer = document["paths"]["/v2/models/{name}/infer"]["post"]
+    assert "$defs" not in orjson.dumps(infer).decode()
+    schema = infer["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["properties"]["inputs"]["items"]["required"] == ["name", "shape", "datatype"]
+    assert "application/octet-stream" in infer["responses"]["200"]["content"]

@@ -2,7 +2,9 @@
 
 Served model: the artifact's manifest name, version the first 12 hex digits of its ONNX sha256
 (the ``/versions/{version}`` paths are optional). Input ``x`` [B, D] of 0/1 values; output
-``log_likelihood`` [B] FP64, the mixture's log p(x) in nats, computed as /v1 does.
+``log_likelihood`` [B] FP64, the mixture's log p(x) in nats, computed as /v1 does. Either may be
+binary data (the binary tensor data extension); a body without a Content-Type is JSON, as the
+protocol's clients (tritonclient) expect.
 """
 
 from collections.abc import Awaitable, Callable, Mapping
@@ -11,14 +13,18 @@ from importlib.metadata import version as package_version
 from fastapi import APIRouter, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from service.body import read_body
+from service.body import JSON, read_body
 from service.engine import Engine
 from service.errors import ServiceError
 from service.inference_protocol import (
+    BINARY_EXTENSION,
+    HEADER_LENGTH,
     INPUT,
     INPUT_DATATYPE,
+    OCTET_STREAM,
     OUTPUT,
     OUTPUT_DATATYPE,
     InferenceRequest,
@@ -27,7 +33,8 @@ from service.inference_protocol import (
     ModelNotFound,
     ProtocolErrorBody,
     ServerMetadata,
-    check_outputs,
+    binary_output,
+    binary_response,
     input_rows,
     log_likelihood_output,
     parse_request,
@@ -37,6 +44,8 @@ from service.runtime import runtime_of
 
 PREFIX = "/v2"
 PLATFORM = "onnxruntime_onnx"
+# JSON, or none (the protocol's default), or a binary tensor body labelled as such.
+MEDIA_TYPES = (JSON, "", OCTET_STREAM)
 ERRORS = {
     code: {"model": ProtocolErrorBody, "description": text}
     for code, text in (
@@ -44,7 +53,7 @@ ERRORS = {
         (401, "MADE_API_KEY is set and the request lacks it."),
         (404, "No such model or version."),
         (413, "Body too large."),
-        (415, "Not application/json."),
+        (415, "Neither application/json, application/octet-stream nor no Content-Type."),
         (503, "Not ready, overloaded or timed out; retry."),
     )
 }
@@ -101,7 +110,9 @@ def served_model(request: Request, name: str, version: str | None) -> Engine:
 
 @health_router.get("", response_model=ServerMetadata, responses={400: ERRORS[400]})
 async def server_metadata() -> ServerMetadata:
-    return ServerMetadata(name="made-serve", version=package_version("made-serve"), extensions=[])
+    return ServerMetadata(
+        name="made-serve", version=package_version("made-serve"), extensions=[BINARY_EXTENSION]
+    )
 
 
 @health_router.get("/health/live")
@@ -117,14 +128,43 @@ async def server_ready(request: Request) -> dict[str, bool]:
     return {"ready": True}
 
 
+def inline_schema(model: type[BaseModel]) -> dict:
+    """``model``'s JSON schema with its ``$defs`` written out in place: an OpenAPI operation's own
+    schema cannot refer to them."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: object) -> object:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(definitions[node["$ref"].rsplit("/", 1)[1]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    return inline(schema)
+
+
+BINARY_BODY = (
+    f"the binary tensor data extension's body: JSON as long as the {HEADER_LENGTH} header says, "
+    "then the tensors its parameters.binary_data_size announce, raw and little-endian."
+)
 READY = {"responses": {404: ERRORS[404], 503: ERRORS[503]}}
 INFER = {
     "response_model": InferenceResponse,
-    "responses": ERRORS,
+    "responses": {
+        200: {
+            "description": f"JSON, or with a binary output: {BINARY_BODY}",
+            "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **ERRORS,
+    },
     "openapi_extra": {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": InferenceRequest.model_json_schema()}},
+            "description": f"JSON (Content-Type application/json or none), or: {BINARY_BODY}",
+            "content": {JSON: {"schema": inline_schema(InferenceRequest)}},
         }
     },
 }
@@ -140,23 +180,26 @@ def metadata(engine: Engine, name: str) -> ModelMetadata:
     )
 
 
-async def log_likelihoods(request: Request, engine: Engine, name: str) -> NumpyJSONResponse:
+async def log_likelihoods(request: Request, engine: Engine, name: str) -> Response:
     """The body's rows -> the protocol's response with their mixture log p(x) in nats."""
     runtime = runtime_of(request)
-    body = parse_request(await read_body(request, runtime.settings.max_body_bytes))
-    check_outputs(body)
-    rows = input_rows(body, engine.dim, runtime.settings.max_rows)
+    raw = await read_body(request, runtime.settings.max_body_bytes, MEDIA_TYPES)
+    body, binary = parse_request(raw, request.headers.get(HEADER_LENGTH))
+    binary_out = binary_output(body)
+    rows = input_rows(body, binary, engine.dim, runtime.settings.max_rows)
     request.state.rows = len(rows)
     log_likelihood = engine.mixture(await runtime.member_log_probs(rows, engine))
-    return NumpyJSONResponse(
-        {
-            "model_name": name,
-            "model_version": model_version(engine),
-            # The protocol echoes the request's id; without one, the X-Request-ID stands in.
-            "id": body.id if body.id is not None else request.state.request_id,
-            "outputs": [log_likelihood_output(log_likelihood)],
-        }
-    )
+    fields = {
+        "model_name": name,
+        "model_version": model_version(engine),
+        # The protocol echoes the request's id; without one, the X-Request-ID stands in.
+        "id": body.id if body.id is not None else request.state.request_id,
+    }
+    if binary_out:
+        content, header_length = binary_response(fields, log_likelihood)
+        headers = {HEADER_LENGTH: str(header_length)}
+        return Response(content, media_type=OCTET_STREAM, headers=headers)
+    return NumpyJSONResponse({**fields, "outputs": [log_likelihood_output(log_likelihood)]})
 
 
 @health_router.get("/models/{name}/ready", **READY)
@@ -182,12 +225,12 @@ async def model_version_metadata(request: Request, name: str, version: str) -> M
 
 
 @router.post("/{name}/infer", **INFER)
-async def infer(request: Request, name: str) -> NumpyJSONResponse:
+async def infer(request: Request, name: str) -> Response:
     """log p(x) of each row of ``x`` under the mixture, in nats (exact; no missing entries)."""
     return await log_likelihoods(request, served_model(request, name, None), name)
 
 
 @router.post("/{name}/versions/{version}/infer", **INFER)
-async def version_infer(request: Request, name: str, version: str) -> NumpyJSONResponse:
+async def version_infer(request: Request, name: str, version: str) -> Response:
     """As ``infer``, for an explicit version."""
     return await log_likelihoods(request, served_model(request, name, version), name)
