@@ -6,15 +6,18 @@ neither torch nor onnxruntime so both sides can use it.
 
 import hashlib
 import json
+import math
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
+WEIGHTS_SUM_TOLERANCE = 1e-6
 
 # ONNX graph names.
 INPUT_X = "x"  # [B, D] float32 in {0, 1}
@@ -32,7 +35,12 @@ class ArtifactError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """No unknown fields, and every float finite: NaN or infinity is never a valid number here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+Nll = Annotated[float, Field(ge=0)]  # nats per example; never negative for binary data
 
 
 class Member(_Strict):
@@ -43,10 +51,10 @@ class Member(_Strict):
 class SplitMetrics(_Strict):
     """Negative log-likelihoods in nats per example on one split."""
 
-    members: list[float]
-    uniform_mixture: float
-    em_mixture: float
-    shipped_mixture: float
+    members: list[Nll]
+    uniform_mixture: Nll
+    em_mixture: Nll
+    shipped_mixture: Nll
 
 
 class DataInfo(_Strict):
@@ -59,8 +67,8 @@ class DataInfo(_Strict):
 class OnnxInfo(_Strict):
     file: str = ONNX_FILE
     sha256: str
-    opset: int
-    num_bytes: int
+    opset: int = Field(ge=1)
+    num_bytes: int = Field(ge=1)
 
 
 class ProductNormaliser(_Strict):
@@ -74,7 +82,13 @@ class ProductNormaliser(_Strict):
     )
     confidence: float = Field(gt=0, lt=1)
     num_samples: int = Field(ge=0, description="Mixture draws; 0 when Z = 1 exactly (K = 1).")
-    effective_sample_size: float | None = None
+    effective_sample_size: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "ProductNormaliser":
+        if self.log_z > self.upper_bound:
+            raise ValueError(f"log_z {self.log_z} exceeds its upper_bound {self.upper_bound}")
+        return self
 
 
 class Manifest(_Strict):
@@ -84,14 +98,14 @@ class Manifest(_Strict):
     created_at: datetime
     dim: int = Field(ge=2)
     image_shape: tuple[int, int] | None = None
-    hidden_sizes: list[int]
+    hidden_sizes: list[Annotated[int, Field(ge=1)]]
     direct_connections: bool
     ordering_mode: Literal["random", "natural", "natural-first"]
     members: list[Member]
-    mixture_weights: list[float]
+    mixture_weights: list[Annotated[float, Field(ge=0)]]
     weights_kind: Literal["uniform", "em"]
-    em_alpha: float
-    pruned_members: list[int] | None = Field(
+    em_alpha: float = Field(ge=0)
+    pruned_members: list[Annotated[int, Field(ge=0)]] | None = Field(
         default=None, description="Indices in the trained pool of the members kept by pruning."
     )
     product_normaliser: ProductNormaliser | None = Field(
@@ -115,16 +129,29 @@ class Manifest(_Strict):
             )
         if not self.members:
             raise ValueError("members: at least one member is required")
+        natural = list(range(self.dim))
         for k, member in enumerate(self.members):
-            if sorted(member.ordering) != list(range(self.dim)):
+            if sorted(member.ordering) != natural:
                 raise ValueError(f"members[{k}].ordering is not a permutation of 0..{self.dim - 1}")
-        if len(self.mixture_weights) != self.num_members:
-            raise ValueError(
-                f"mixture_weights has {len(self.mixture_weights)} entries for "
-                f"{self.num_members} members"
-            )
-        if any(w < 0 for w in self.mixture_weights) or abs(sum(self.mixture_weights) - 1) > 1e-6:
-            raise ValueError("mixture_weights must be non-negative and sum to 1")
+            if member.ordering_kind == "natural" and member.ordering != natural:
+                raise ValueError(f"members[{k}].ordering_kind is natural but its ordering is not")
+        counts = {"mixture_weights": len(self.mixture_weights)}
+        counts |= {f"metrics.{split}.members": len(m.members) for split, m in self.metrics.items()}
+        if self.pruned_members is not None:
+            counts["pruned_members"] = len(self.pruned_members)
+            if len(set(self.pruned_members)) != len(self.pruned_members):
+                raise ValueError("pruned_members repeats a member")
+        for field, count in counts.items():
+            if count != self.num_members:
+                raise ValueError(f"{field} has {count} entries for {self.num_members} members")
+        total = math.fsum(self.mixture_weights)
+        if abs(total - 1) > WEIGHTS_SUM_TOLERANCE:
+            raise ValueError(f"mixture_weights sum to {total!r}; they must sum to 1")
+        uniform = 1 / self.num_members
+        if self.weights_kind == "uniform" and any(
+            abs(w - uniform) > WEIGHTS_SUM_TOLERANCE for w in self.mixture_weights
+        ):
+            raise ValueError(f"mixture_weights are not uniform (1/{self.num_members} each)")
         if self.image_shape and self.image_shape[0] * self.image_shape[1] != self.dim:
             raise ValueError(f"image_shape {self.image_shape} does not hold D={self.dim} pixels")
         return self
@@ -152,9 +179,12 @@ def read_manifest(directory: Path) -> Manifest:
     if not path.is_file():
         raise ArtifactError(f"{path} is missing")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(), parse_constant=NotFinite, parse_float=_finite_float)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
+    if (found := _first_not_finite(raw)) is not None:
+        where, number = found
+        raise ArtifactError(f"{path} is invalid: {where}: {number.literal} is not a finite number")
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     if isinstance(version, int) and version > SCHEMA_VERSION:
         raise ArtifactError(
@@ -163,11 +193,48 @@ def read_manifest(directory: Path) -> Manifest:
         )
     try:
         return Manifest.model_validate(raw)
-    except ValueError as exc:
-        first = str(exc).splitlines()
-        raise ArtifactError(
-            f"{path} is invalid: {' '.join(line.strip() for line in first)}"
-        ) from exc
+    except ValidationError as exc:
+        raise ArtifactError(f"{path} is invalid: {describe(exc)}") from exc
+
+
+def describe(exc: ValidationError) -> str:
+    """One line naming each invalid field: ``mixture_weights.0: Input should be ...``."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(map(str, error["loc"]))
+        message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class NotFinite:
+    """A number of the manifest's text that is no finite float: NaN, Infinity (which Python's
+    json reads although JSON has no such numbers) or one past float range such as 1e999."""
+
+    literal: str
+
+
+def _finite_float(literal: str) -> float | NotFinite:
+    value = float(literal)
+    return value if math.isfinite(value) else NotFinite(literal)
+
+
+def _first_not_finite(value: object, where: str = "") -> tuple[str, NotFinite] | None:
+    """The dotted path and literal of the first NotFinite in parsed JSON, if any."""
+    if isinstance(value, NotFinite):
+        return where, value
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _first_not_finite(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def verify_onnx_file(directory: Path, manifest: Manifest) -> Path:
@@ -179,5 +246,10 @@ def verify_onnx_file(directory: Path, manifest: Manifest) -> Path:
     if actual != manifest.onnx.sha256:
         raise ArtifactError(
             f"{path} sha256 {actual[:12]}... does not match manifest {manifest.onnx.sha256[:12]}..."
+        )
+    if path.stat().st_size != manifest.onnx.num_bytes:
+        raise ArtifactError(
+            f"{path} has {path.stat().st_size} bytes; the manifest says onnx.num_bytes "
+            f"{manifest.onnx.num_bytes}"
         )
     return path

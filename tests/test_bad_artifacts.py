@@ -1,4 +1,5 @@
-"""Broken artifacts: ``made-serve`` refuses each with exit status 1 and one line naming it."""
+"""Broken artifacts: `made-serve` refuses each with exit status 1 and one line naming it, and a
+reload refuses each with 409 while the old model keeps serving."""
 
 import json
 import shutil
@@ -6,17 +7,22 @@ import subprocess
 import sys
 from collections.abc import Callable
 from itertools import pairwise
+from math import inf, nan
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from fastapi.testclient import TestClient
 from onnx import numpy_helper
 
 from model.onnx_graph import build_graph
-from service import artifact
-from service.cli import main
+from service import artifact, cli
+from service.app import create_app
 from service.masks import draw_pool
+from service.settings import Settings
+
+ADMIN_KEY = "admin-key"
 
 
 def manifest_of(art: Path) -> dict:
@@ -96,9 +102,35 @@ def relu_becomes_sigmoid(model: onnx.ModelProto) -> None:
     node.op_type = "Sigmoid"
 
 
+def nan_first_weight(manifest: dict) -> None:
+    """json.dumps writes the NaN literal that Python's json.loads would read back."""
+    manifest["mixture_weights"][0] = nan
+
+
+def overflowing_alpha(art: Path) -> None:
+    """1e999 is valid JSON syntax that Python's json.loads reads as infinity."""
+    text = json.dumps({**manifest_of(art), "em_alpha": "OVERFLOW"})
+    (art / artifact.MANIFEST_FILE).write_text(text.replace('"OVERFLOW"', "1e999"))
+
+
 def swap_orderings(manifest: dict) -> None:
     ordering = manifest["members"][0]["ordering"]
     ordering[0], ordering[1] = ordering[1], ordering[0]
+
+
+def with_normaliser(**change: float) -> Callable[[Path], None]:
+    """A product-of-experts normaliser that is consistent, then ``change`` applied to it."""
+    return edit_manifest(lambda m: m.update(product_normaliser={**NORMALISER, **change}))
+
+
+NORMALISER = {
+    "log_z": -1.0,
+    "standard_error": 0.01,
+    "upper_bound": -0.9,
+    "confidence": 0.95,
+    "num_samples": 2000,
+    "effective_sample_size": 1500.0,
+}
 
 
 def remove(name: str) -> Callable[[Path], None]:
@@ -134,6 +166,44 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
         edit_graph(relu_becomes_sigmoid),
         "differ from its own weights",
     ),
+    # Numbers: finite, and consistent with each other and with the graph.
+    "NaN mixture weight": (edit_manifest(nan_first_weight), "mixture_weights.0"),
+    "Infinity literal": (
+        edit_manifest(lambda m: m["metrics"]["valid"].update(uniform_mixture=inf)),
+        "metrics.valid.uniform_mixture",
+    ),
+    "number too large for a float": (overflowing_alpha, "em_alpha"),
+    "NaN where no type is declared": (
+        edit_manifest(lambda m: m["training"].update(train_seconds=nan)),
+        "training.train_seconds: NaN",
+    ),
+    "negative weight": (
+        edit_manifest(lambda m: m.update(mixture_weights=[0.0, 1.2, 0.3, -0.5])),
+        "mixture_weights.3",
+    ),
+    "log Z NaN": (with_normaliser(log_z=nan), "product_normaliser.log_z"),
+    "log Z above its upper bound": (with_normaliser(log_z=-0.5), "log_z -0.5 exceeds"),
+    "upper bound above 0": (with_normaliser(upper_bound=0.5), "product_normaliser.upper_bound"),
+    "standard error NaN": (
+        with_normaliser(standard_error=nan),
+        "product_normaliser.standard_error",
+    ),
+    "hidden sizes differ from graph": (
+        edit_manifest(lambda m: m.update(hidden_sizes=[16, 17])),
+        "hidden_sizes [16, 17]",
+    ),
+    "fewer hidden layers than the graph": (
+        edit_manifest(lambda m: m.update(hidden_sizes=[16])),
+        "hidden_sizes [16]",
+    ),
+    "direct connections differ from graph": (
+        edit_manifest(lambda m: m.update(direct_connections=False)),
+        "direct_connections",
+    ),
+    "metrics for another number of members": (
+        edit_manifest(lambda m: m["metrics"]["test"]["members"].pop()),
+        "metrics.test.members",
+    ),
 }
 
 
@@ -147,9 +217,14 @@ def broken(tmp_path: Path, tiny_artifact: Path, request) -> tuple[Path, str]:
 
 
 @pytest.mark.parametrize("broken", list(CASES), indirect=True)
-def test_made_serve_refuses_a_broken_artifact_in_one_line(broken, capfd):
+def test_made_serve_refuses_a_broken_artifact_in_one_line(broken, capfd, monkeypatch):
     art, expected = broken
-    assert main(["--model", str(art), "--port", "1"]) == 1
+
+    def serve(*_: object, **__: object) -> None:  # a failure, not a server that never returns
+        raise AssertionError("made-serve went on to serve the broken artifact")
+
+    monkeypatch.setattr(cli.uvicorn, "run", serve)
+    assert cli.main(["--model", str(art), "--port", "1"]) == 1
     out, err = capfd.readouterr()
     assert out == ""
     lines = err.strip().splitlines()
@@ -158,7 +233,9 @@ def test_made_serve_refuses_a_broken_artifact_in_one_line(broken, capfd):
     assert expected in lines[0]
 
 
-@pytest.mark.parametrize("broken", ["D mismatch", "NaN weights"], indirect=True)
+@pytest.mark.parametrize(
+    "broken", ["D mismatch", "NaN weights", "NaN mixture weight"], indirect=True
+)
 def test_the_console_script_exits_non_zero(broken):
     art, expected = broken
     script = Path(sys.executable).with_name("made-serve")
@@ -172,6 +249,57 @@ def test_the_console_script_exits_non_zero(broken):
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and expected in done.stderr
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("broken", list(CASES), indirect=True)
+def test_reload_refuses_a_broken_artifact_and_the_old_one_keeps_serving(broken, tiny_artifact):
+    """The same validation as at start-up: 409 naming the problem, nothing about the old model
+    changes (answers, samples, readiness, reported sha256)."""
+    art, expected = broken
+    served = art.with_name("served")
+    shutil.copytree(tiny_artifact, served)
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    likelihood = {"inputs": [[0, 1] * 4, [1] * 8], "per_member": True}
+    sample = {"num_samples": 4, "seed": 0}
+    with TestClient(create_app(Settings(model_dir=served, api_key=ADMIN_KEY))) as client:
+        before = [
+            client.get("/v1/model", headers=auth).json(),
+            client.post("/v1/log-likelihood", json=likelihood, headers=auth).json(),
+            client.post("/v1/sample", json=sample, headers=auth).json(),
+        ]
+        response = client.post("/v1/admin/reload", json={"model_dir": art.name}, headers=auth)
+        assert response.status_code == 409, response.text
+        detail = response.json()["detail"]
+        assert detail.startswith("not reloaded, still serving the old model") and expected in detail
+        assert client.get("/readyz").status_code == 200
+        assert before == [
+            client.get("/v1/model", headers=auth).json(),
+            client.post("/v1/log-likelihood", json=likelihood, headers=auth).json(),
+            client.post("/v1/sample", json=sample, headers=auth).json(),
+        ]
+
+
+def test_a_consistent_normaliser_loads(tmp_path, tiny_artifact):
+    """The normaliser cases above fail on the one number they change."""
+    art = tmp_path / "art"
+    shutil.copytree(tiny_artifact, art)
+    with_normaliser()(art)
+    from service.engine import Engine
+
+    assert Engine.load(art).manifest.product_normaliser.upper_bound == NORMALISER["upper_bound"]
+
+
+def test_weights_summing_to_1_within_the_tolerance_are_served(tmp_path, tiny_artifact):
+    """Within the manifest's tolerance the weights are used normalised: sampling, which wants
+    a sum within 1e-8, works."""
+    art = tmp_path / "art"
+    shutil.copytree(tiny_artifact, art)
+    k = len(manifest_of(art)["members"])
+    edit_manifest(lambda m: m.update(mixture_weights=[(1 + 5e-7) / k] * k))(art)
+    from service.engine import Engine
+
+    samples = Engine.load(art).sample(4, np.random.default_rng(0))
+    assert samples.shape == (4, manifest_of(art)["dim"])
 
 
 def test_the_untouched_copy_loads(tmp_path, tiny_artifact):

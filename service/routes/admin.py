@@ -1,5 +1,7 @@
 """Admin routes (API key only): hot reload of the served artifact."""
 
+import json
+import os
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
@@ -8,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.artifact import ArtifactError
 from service.auth import require_admin_key
+from service.body import refuse_repeated_keys
 from service.engine import Engine
 from service.errors import ArtifactRejected, InvalidField
 from service.routes.v1 import ERRORS
@@ -38,10 +41,19 @@ def artifact_dir(configured: Path, requested: str | None) -> Path:
     """The directory to load: only the configured one or a sibling, never an arbitrary path."""
     if requested is None:
         return configured
+    if "\0" in requested:
+        raise InvalidField(("model_dir",), "must not contain a NUL character")
+    try:
+        os.fsencode(requested)
+    except UnicodeEncodeError:
+        raise InvalidField(("model_dir",), "must be text the file system can encode") from None
     root = configured.resolve().parent
     candidate = (root / requested).resolve()
     if candidate.parent != root:
         raise InvalidField(("model_dir",), f"must be a directory beside {configured}")
+    longest = os.pathconf(root, "PC_NAME_MAX")
+    if len(os.fsencode(candidate.name)) > longest:
+        raise InvalidField(("model_dir",), f"names a file longer than {longest} bytes")
     return candidate
 
 
@@ -61,9 +73,13 @@ async def reload(request: Request, body: ReloadRequest) -> ReloadResponse:
     """Load and validate a new artifact beside the old one, then switch to it atomically.
 
     ``{}`` reloads the configured directory. Requests in flight finish on the old model; an
-    artifact that fails validation (files, sha256, schema, graph, parity smoke check) is
-    refused with 409 and the old model keeps serving.
+    artifact that fails validation (files, sha256, schema with finite and consistent numbers,
+    graph against manifest, float64 parity), the same as at start-up, is refused with 409 naming
+    the problem and the old model keeps serving.
     """
+    # FastAPI parsed the body keeping a repeated key's last value: every route refuses repeats.
+    raw = await request.body()
+    refuse_repeated_keys(raw, json.loads(raw))
     runtime = runtime_of(request)
     previous = runtime.require_engine()
     directory = artifact_dir(runtime.settings.model_dir, body.model_dir)
