@@ -46,6 +46,8 @@ class Completions:
     method: tuple[str, ...]  # [B]
     effective_sample_size: np.ndarray  # [B], NaN where exact
     seed: int
+    particles_capped: tuple[bool, ...]  # [B] the particle cap bound: draws may repeat
+    warning: str | None  # the server's explanation when a row was capped
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ def _completions(data: dict[str, Any]) -> Completions:
         method=tuple(data["method"]),
         effective_sample_size=_sizes(data["effective_sample_size"]),
         seed=data["seed"],
+        particles_capped=tuple(data["particles_capped"]),
+        warning=data.get("warning"),
     )
 
 

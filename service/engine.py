@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from service import artifact
+from service import artifact, parity
 from service.artifact import ArtifactError, Manifest
 from service.masks import MaskPool, input_degrees
 from service.mixture import log_weights, mixture_log_prob
@@ -34,7 +34,9 @@ def _stop_if(cancel: threading.Event | None) -> None:
         raise Cancelled
 
 
-PARITY_TOLERANCE = 1e-3  # nats, as at export
+SMOKE_ROWS = 8  # per member sampled, and random, for the load-time parity check
+GRAPH_OUTPUTS = (artifact.OUTPUT_LOG_PROB, artifact.OUTPUT_LOGITS)
+SET_GROWTH_MARGIN = 1.1  # a growing particle set aims this far past its target ESS
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,9 @@ class Marginal:
 @dataclass(frozen=True)
 class Completion:
     samples: np.ndarray  # [B, n, D] float32 in {0, 1}
-    effective_sample_size: list[float | None]
-    method: list[Method]
+    effective_sample_size: list[float | None]  # [B] of the resampled particle set, None if exact
+    method: list[Method]  # [B]
+    particles_capped: list[bool]  # [B] the set hit max_particles with its ESS still below n
 
 
 def log_terms(rows: np.ndarray, logits: np.ndarray) -> np.ndarray:
@@ -75,7 +78,9 @@ class Engine:
         self.positions = np.stack([input_degrees(net.ordering) - 1 for net in nets])  # [K, D]
         self.sampler = Sampler(nets)
         self.dim = manifest.dim
-        self.weights = np.asarray(manifest.mixture_weights, dtype=np.float64)
+        weights = np.asarray(manifest.mixture_weights, dtype=np.float64)
+        # The manifest's sum is within 1e-6 of 1; numpy's choice wants 1e-8.
+        self.weights = weights / weights.sum()
         self.active = np.flatnonzero(self.weights > 0)
 
     @classmethod
@@ -97,26 +102,43 @@ class Engine:
             raise ArtifactError(f"{onnx_path} cannot be loaded: {exc}") from exc
         nets = member_nets_from_graph(model, manifest)
         engine = cls(manifest, session, nets)
-        engine.smoke_check()
+        engine.smoke_check(nets)
         return engine
 
-    def smoke_check(self) -> None:
+    def smoke_check(self, nets: list[MemberNet]) -> None:
         """Fail at load, not at the first request, on a graph that gives non-finite output or
-        disagrees with the sampler's numpy reading of the same weights (a tampered graph)."""
-        rows = (np.random.default_rng(0).random((4, self.dim)) < 0.5).astype(np.float32)
-        per_member, _ = self.forward(rows)
-        if not np.isfinite(per_member).all():
+        does not compute its own weights (a tampered graph), or a sampler that does not.
+
+        onnxruntime and the sampler are each compared with a float64 evaluation of ``nets``
+        (``service.parity``) on the members' own samples and on random rows of every density.
+        """
+        rng = np.random.default_rng(0)
+        members = np.repeat(np.arange(self.num_members), SMOKE_ROWS)
+        nothing_given = np.full((len(members), self.dim), np.nan, dtype=np.float32)
+        sampled, _ = self.sampler.draw(members, nothing_given, rng.random(nothing_given.shape))
+        density = rng.random((SMOKE_ROWS, 1))
+        random_rows = (rng.random((SMOKE_ROWS, self.dim)) < density).astype(np.float32)
+        rows = np.concatenate([sampled, random_rows])
+        kinds = {"sampled": slice(0, len(sampled)), "random": slice(len(sampled), None)}
+        onnx_side, _ = self.forward(rows)
+        if not np.isfinite(onnx_side).all():
             raise ArtifactError("model.onnx produces non-finite log-likelihoods (NaN weights?)")
-        members = np.repeat(np.arange(self.num_members), len(rows))
+        every = np.repeat(np.arange(self.num_members), len(rows))
         tiled = np.tile(rows, (self.num_members, 1))
-        _, log_weight = self.sampler.draw(members, tiled, np.zeros(tiled.shape))
-        numpy_side = log_weight.reshape(self.num_members, len(rows)).T
-        gap = float(np.abs(numpy_side - per_member).max())
-        if gap > PARITY_TOLERANCE:
-            raise ArtifactError(
-                f"model.onnx log-likelihoods differ from its own weights' by {gap:.3g} nats "
-                f"(more than {PARITY_TOLERANCE}): the graph does not compute the manifest's model"
-            )
+        _, log_weight = self.sampler.draw(every, tiled, np.zeros(tiled.shape))
+        sampler_side = log_weight.reshape(self.num_members, len(rows)).T
+        reference = parity.reference_log_probs(nets, rows)
+        for side, values, meaning in (
+            ("model.onnx", onnx_side, "the graph does not compute the manifest's model"),
+            ("the sampler's", sampler_side, "samples and completions would not be the model's"),
+        ):
+            for kind, part in kinds.items():
+                gap = parity.worst_gap(values[part], reference[part])
+                if not gap.within:
+                    raise ArtifactError(
+                        f"{side} log-likelihoods differ from its own weights' by {gap} on "
+                        f"{kind} rows: {meaning}"
+                    )
 
     # -- batched model calls ---------------------------------------------------------------
     def forward(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -184,6 +206,43 @@ class Engine:
         x, log_omega = self.sampler.draw(members, given, uniforms)
         return x, log_omega + np.log(self.weights[members]) - math.log(per_member)
 
+    def _resampling_set(
+        self,
+        row: np.ndarray,
+        num_samples: int,
+        num_particles: int,
+        max_particles: int,
+        rng: np.random.Generator,
+        cancel: threading.Event | None,
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Particles [P, D], their normalised weights [P] and effective sample size, the set
+        grown from ``num_particles`` until its ESS reaches ``num_samples`` or P ``max_particles``.
+
+        Resampled systematically, n completions carry the set's error only (about 1/ESS per
+        frequency), so ESS >= n makes them as accurate as n independent exact draws. Sets are
+        pooled by their log(w_k * omega) = log v + log M: every member has M draws in each, so
+        the pool's common 1 / M factor is dropped by normalising.
+        """
+        per_member = self.particles_per_member(num_particles)
+        cap = max(per_member, self.particles_per_member(max_particles))
+        particles, log_v = self._particles(row, num_particles, rng)
+        log_joint = log_v + math.log(per_member)
+        while True:
+            share = np.exp(log_joint - np.logaddexp.reduce(log_joint))
+            share /= share.sum()
+            # In [1, P] but for rounding, which must not grow a one-completion set.
+            ess = float(np.clip(1.0 / np.square(share).sum(), 1.0, len(share)))
+            if ess >= num_samples or per_member >= cap:
+                return particles, share, ess
+            _stop_if(cancel)
+            # ESS grows about in proportion to P: aim a little past the target in one step.
+            wanted = math.ceil(per_member * num_samples / ess * SET_GROWTH_MARGIN)
+            extra = self.particles_per_member((min(cap, wanted) - per_member) * len(self.active))
+            more, more_log_v = self._particles(row, extra * len(self.active), rng)
+            particles = np.concatenate([particles, more])
+            log_joint = np.concatenate([log_joint, more_log_v + math.log(extra)])
+            per_member += extra
+
     def marginal(
         self,
         rows: np.ndarray,
@@ -229,15 +288,19 @@ class Engine:
         num_samples: int,
         num_particles: int,
         rng: np.random.Generator,
+        max_particles: int | None = None,
         cancel: threading.Event | None = None,
     ) -> Completion:
         """Draw completions of the NaN entries from p(x_missing | x_observed) under the mixture.
 
-        ``cancel``, once set, stops the work between rows (raising Cancelled).
+        Importance rows start from ``num_particles`` and grow the set until its effective sample
+        size reaches ``num_samples``, up to ``max_particles`` (None: no growth). ``cancel``, once
+        set, stops the work between rows and growth steps (raising Cancelled).
         """
         out = np.empty((len(rows), num_samples, self.dim), dtype=np.float32)
         sizes: list[float | None] = []
         methods: list[Method] = []
+        capped: list[bool] = []
         for i, row in enumerate(rows):
             _stop_if(cancel)
             observed = ~np.isnan(row)
@@ -250,14 +313,16 @@ class Engine:
                 out[i], _ = self.sampler.draw(chosen, given, uniforms)
                 sizes.append(None)
                 methods.append("exact")
+                capped.append(False)
                 continue
-            particles, log_v = self._particles(row, num_particles, rng)
-            share = np.exp(log_v - np.logaddexp.reduce(log_v))
-            share /= share.sum()
-            out[i] = particles[rng.choice(len(particles), size=num_samples, p=share)]
-            sizes.append(float(1.0 / np.square(share).sum()))
+            particles, share, ess = self._resampling_set(
+                row, num_samples, num_particles, max_particles or num_particles, rng, cancel
+            )
+            out[i] = particles[systematic_resample(share, num_samples, rng)]
+            sizes.append(ess)
             methods.append("importance")
-        return Completion(out, sizes, methods)
+            capped.append(ess < num_samples)
+        return Completion(out, sizes, methods, capped)
 
     def sample(self, num_samples: int, rng: np.random.Generator) -> np.ndarray:
         """[n, D] exact samples: a member by its weight, then ancestral sampling in its ordering."""
@@ -267,6 +332,20 @@ class Engine:
         return self.sampler.draw(members, given, uniforms)[0]
 
 
+def systematic_resample(share: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n indices into share [P] (summing to 1), in random order: particle i appears
+    floor(n * share_i) or one more times, so the draws add at most 1/n per particle to the
+    set's own error (multinomial draws would add about as much noise again as n exact draws).
+
+    One uniform places n evenly spaced points on the weights' CDF (for n = 1, the same draw as
+    ``rng.choice(P, p=share)``); the shuffle keeps any prefix of the draws representative.
+    """
+    cdf = np.cumsum(share)
+    cdf /= cdf[-1]
+    points = (rng.random() + np.arange(n)) / n
+    return rng.permutation(cdf.searchsorted(points, side="right"))
+
+
 def mixture_posterior_log(member_log_probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """[K] log p(k | x) from one row's member log-likelihoods."""
     joint = member_log_probs + log_weights(weights)
@@ -274,22 +353,51 @@ def mixture_posterior_log(member_log_probs: np.ndarray, weights: np.ndarray) -> 
 
 
 def member_nets_from_graph(model: onnx.ModelProto, manifest: Manifest) -> list[MemberNet]:
-    """Member weights for the sampler, read from the graph and checked against the manifest."""
+    """Member weights for the sampler, read from the graph, which must hold the manifest's model:
+    its inputs and outputs, D, K, hidden sizes, direct connections, opset and degrees."""
+    inputs = [i.name for i in model.graph.input]
+    outputs = sorted(o.name for o in model.graph.output)
+    if inputs != [artifact.INPUT_X] or outputs != sorted(GRAPH_OUTPUTS):
+        raise ArtifactError(
+            f"model.onnx reads {inputs} and writes {outputs}; an artifact's graph reads "
+            f"{[artifact.INPUT_X]} and writes {sorted(GRAPH_OUTPUTS)}"
+        )
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    try:
-        degrees = inits[artifact.INIT_INPUT_DEGREES]
-        layers = len(manifest.hidden_sizes)
-        hidden = tuple(inits[artifact.INIT_HIDDEN_DEGREES.format(layer=i)] for i in range(layers))
-        weights = [inits[artifact.INIT_WEIGHT.format(layer=i)] for i in range(layers + 1)]
-        biases = [inits[artifact.INIT_BIAS.format(layer=i)] for i in range(layers + 1)]
-    except KeyError as exc:
-        raise ArtifactError(f"model.onnx lacks the initializer {exc} the manifest implies") from exc
-    graph_dim = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    degrees = inits.get(artifact.INIT_INPUT_DEGREES, np.zeros((0, 0), np.int64))
+    x_shape = model.graph.input[0].type.tensor_type.shape.dim
+    graph_dim = x_shape[1].dim_value if len(x_shape) == 2 else 0
     if graph_dim != manifest.dim or degrees.shape != (manifest.num_members, manifest.dim):
         raise ArtifactError(
             f"model.onnx has D={graph_dim} and {degrees.shape[0]} members; the manifest says "
             f"D={manifest.dim} and {manifest.num_members}"
         )
+    hidden: list[np.ndarray] = []
+    while (name := artifact.INIT_HIDDEN_DEGREES.format(layer=len(hidden))) in inits:
+        hidden.append(inits[name])
+    graph_sizes = [int(h.shape[-1]) for h in hidden]
+    if graph_sizes != manifest.hidden_sizes:
+        raise ArtifactError(
+            f"model.onnx has hidden sizes {graph_sizes}; the manifest says hidden_sizes "
+            f"{manifest.hidden_sizes}"
+        )
+    if (artifact.INIT_DIRECT in inits) != manifest.direct_connections:
+        raise ArtifactError(
+            f"model.onnx {'has' if artifact.INIT_DIRECT in inits else 'lacks'} direct "
+            f"connections; the manifest says direct_connections={manifest.direct_connections}"
+        )
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset != manifest.onnx.opset:
+        raise ArtifactError(
+            f"model.onnx has opset {opset}; the manifest says onnx.opset {manifest.onnx.opset}"
+        )
+    for name, shape in initializer_shapes(manifest).items():
+        if name not in inits:
+            raise ArtifactError(f"model.onnx lacks the initializer {name!r} the manifest implies")
+        if inits[name].shape != shape:
+            raise ArtifactError(
+                f"model.onnx initializer {name!r} has shape {list(inits[name].shape)}; the "
+                f"manifest implies {list(shape)}"
+            )
     orderings = np.array([m.ordering for m in manifest.members], dtype=np.int64)
     if not all(
         np.array_equal(input_degrees(o), d) for o, d in zip(orderings, degrees, strict=True)
@@ -298,6 +406,26 @@ def member_nets_from_graph(model: onnx.ModelProto, manifest: Manifest) -> list[M
     for name, value in inits.items():
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             raise ArtifactError(f"model.onnx initializer {name!r} contains NaN or infinity")
-    pool = MaskPool(orderings=orderings, hidden_degrees=hidden)
-    direct = inits.get(artifact.INIT_DIRECT) if manifest.direct_connections else None
-    return member_nets(pool, weights, biases, direct)
+    layers = len(hidden) + 1
+    pool = MaskPool(orderings=orderings, hidden_degrees=tuple(hidden))
+    return member_nets(
+        pool,
+        [inits[artifact.INIT_WEIGHT.format(layer=i)] for i in range(layers)],
+        [inits[artifact.INIT_BIAS.format(layer=i)] for i in range(layers)],
+        inits.get(artifact.INIT_DIRECT),
+    )
+
+
+def initializer_shapes(manifest: Manifest) -> dict[str, tuple[int, ...]]:
+    """The shape of every weight, bias and degree initializer the manifest's network needs."""
+    k, dim = manifest.num_members, manifest.dim
+    sizes = [dim, *manifest.hidden_sizes, dim]
+    shapes: dict[str, tuple[int, ...]] = {artifact.INIT_INPUT_DEGREES: (k, dim)}
+    for layer, width in enumerate(manifest.hidden_sizes):
+        shapes[artifact.INIT_HIDDEN_DEGREES.format(layer=layer)] = (k, width)
+    for layer in range(len(sizes) - 1):
+        shapes[artifact.INIT_WEIGHT.format(layer=layer)] = (sizes[layer + 1], sizes[layer])
+        shapes[artifact.INIT_BIAS.format(layer=layer)] = (sizes[layer + 1],)
+    if manifest.direct_connections:
+        shapes[artifact.INIT_DIRECT] = (dim, dim)
+    return shapes

@@ -85,8 +85,21 @@ def test_sync_client_on_app(tiny_artifact: Path) -> None:
         np.testing.assert_allclose(detail.log_likelihood, mixture, atol=1e-6)
         completions = client.complete(np.array([[np.nan] * dim]), num_samples=3, seed=2)
         assert completions.completions.shape == (1, 3, dim) and completions.seed == 2
+        assert completions.particles_capped == (False,) and completions.warning is None
         samples = client.sample(5, seed=1)
         assert samples.samples.shape == (5, dim) and samples.samples.dtype == np.uint8
+
+
+def test_completions_carry_the_particle_cap_flag_and_warning(tiny_artifact: Path) -> None:
+    row = np.full((1, 8), np.nan)
+    row[0, [1, 4, 6]] = [1, 0, 1]  # a non-prefix observed set: the importance path
+    with served(tiny_artifact, max_particles=16) as client:
+        few = client.complete(row, num_samples=2, num_particles=16, seed=3)
+        many = client.complete(row, num_samples=200, num_particles=16, seed=3)
+    assert few.method == ("importance",) and few.particles_capped == (False,)
+    assert few.warning is None
+    assert many.particles_capped == (True,) and "16" in many.warning
+    assert many.effective_sample_size[0] < 200
 
 
 def test_async_client_matches_sync(tiny_artifact: Path) -> None:

@@ -25,6 +25,7 @@ from service.schemas import (
     SampleRequest,
     SampleResponse,
     ValidationErrorBody,
+    counted_samples,
 )
 
 ERRORS = {
@@ -105,10 +106,14 @@ def _particles(runtime: Runtime, requested: int | None) -> int:
 
 def _samples(runtime: Runtime, requested: int, rows: int = 1) -> None:
     limit = runtime.settings.max_samples
-    if requested * rows > limit:
+    counted = counted_samples(requested, limit)
+    if requested > limit or counted * rows > limit:
+        rounded = (
+            f" (num_samples counts as {counted}, a power of two)" if counted > requested else ""
+        )
         raise InvalidField(
             ("num_samples",),
-            f"num_samples x rows must be at most {limit}, got {requested} x {rows}",
+            f"num_samples x rows must be at most {limit}, got {requested} x {rows}{rounded}",
         )
 
 
@@ -225,8 +230,14 @@ async def complete(request: Request) -> Response:
     particles = _particles(runtime, body.num_particles)
     png = _png_wanted(request, body.format, engine)
     seed = resolve_seed(body.seed)
+    max_particles = runtime.settings.max_particles
     result = await runtime.cancellable(
-        engine.complete, rows, body.num_samples, particles, np.random.default_rng(seed)
+        engine.complete,
+        rows,
+        body.num_samples,
+        particles,
+        np.random.default_rng(seed),
+        max_particles,
     )
     if png:
         return Response(
@@ -242,8 +253,23 @@ async def complete(request: Request) -> Response:
             "completions": result.samples.astype(np.uint8),
             "method": result.method,
             "effective_sample_size": result.effective_sample_size,
+            "particles_capped": result.particles_capped,
+            "warning": _capped_warning(result.particles_capped, body.num_samples, max_particles),
             "seed": seed,
         }
+    )
+
+
+def _capped_warning(capped: list[bool], num_samples: int, max_particles: int) -> str | None:
+    """Say which rows' completions repeat more than independent draws would, and what helps."""
+    rows = [i for i, flag in enumerate(capped) if flag]
+    if not rows:
+        return None
+    return (
+        f"rows {rows}: the particle set reached MADE_MAX_PARTICLES ({max_particles}) with an "
+        f"effective sample size below num_samples ({num_samples}), so their completions repeat "
+        "more than independent draws would; ask fewer completions per request or raise "
+        "MADE_MAX_PARTICLES"
     )
 
 

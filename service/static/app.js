@@ -498,7 +498,8 @@
     const info = $("complete-info");
     info.textContent =
       `${count} completion${count === 1 ? "" : "s"} of ${unknown} unknown pixels; ` +
-      `method ${method}${essText}; seed ${seed}.`;
+      `method ${method}${essText}; seed ${seed}.` +
+      (result.warning ? ` Warning: ${result.warning}` : "");
     info.dataset.seed = seed;
     info.hidden = false;
     $("complete-legend").hidden = false;
