@@ -11,6 +11,7 @@ import uvicorn
 
 from service.artifact import ArtifactError
 from service.engine import Engine
+from service.http_limits import limited_protocol
 from service.request_log import logging_config
 from service.settings import Settings
 
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             log_config=log_config,
             access_log=False,  # the app logs each request itself, as JSON
             timeout_graceful_shutdown=settings.shutdown_grace_s,
+            http=limited_protocol(settings),  # header size and read time bounds
         )
         return 0
     from service.app import create_app
@@ -78,5 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         log_config=log_config,
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
+        http=limited_protocol(settings),
     )
     return 0

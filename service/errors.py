@@ -2,6 +2,7 @@
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.requests import ClientDisconnect
 
 from service.responses import NumpyJSONResponse
 
@@ -48,6 +49,19 @@ class BodyTooLarge(ServiceError):
     status_code = 413
 
 
+class RequestTimeout(ServiceError):
+    """The client did not send its request in full within ``MADE_READ_TIMEOUT_S``."""
+
+    status_code = 408
+
+
+class ClientDisconnected(ServiceError):
+    """The client went away before its body was read. Nobody receives this answer: its status,
+    499 (nginx's "client closed request"), is what the request log and the metrics record."""
+
+    status_code = 499
+
+
 class UnsupportedMediaType(ServiceError):
     status_code = 415
 
@@ -91,6 +105,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> NumpyJSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_disconnected(_: Request, exc: ClientDisconnect) -> NumpyJSONResponse:
+        """Starlette's request stream saw the client go: not a server error, and no traceback."""
+        return error_response(ClientDisconnected("the client disconnected before sending its body"))
 
     @app.exception_handler(Exception)
     async def internal_error(_: Request, exc: Exception) -> NumpyJSONResponse:

@@ -17,7 +17,7 @@ from service.auth import header_matches
 from service.body import JSON, media_type
 from service.codec import rows_from_text, split_binary_inputs
 from service.engine import Engine
-from service.errors import ServiceError, error_response
+from service.errors import ClientDisconnected, ServiceError, error_response
 from service.routes.v1 import likelihood_fields
 from service.runtime import Runtime
 
@@ -44,14 +44,16 @@ class HotLikelihood:
         ):
             await self.app(scope, receive, send)
             return
-        raw = await read_all(receive)
-        if raw is None:  # the client went away
+        scope["route"] = self.route  # labels even a request whose body never arrives
+        try:
+            raw = await read_all(receive)
+        except ServiceError as exc:  # the client went away, or http_limits gave up on the body
+            await error_response(exc)(scope, receive, send)
             return
         rows = plain_rows(raw, engine)
         if rows is None or len(rows) > self.runtime.settings.max_rows:
             await self.app(scope, replay(raw, receive), send)
             return
-        scope["route"] = self.route
         scope.setdefault("state", {})["rows"] = len(rows)
         try:
             per_member = await self.runtime.member_log_probs(rows, engine)
@@ -101,13 +103,13 @@ def plain_rows(raw: bytes, engine: Engine) -> np.ndarray | None:
     return rows_from_text(split[0], engine.dim, engine.manifest.image_shape)
 
 
-async def read_all(receive: Receive) -> bytes | None:
-    """The whole body (its length was checked against the limit), or None on disconnect."""
+async def read_all(receive: Receive) -> bytes:
+    """The whole body (its length was checked against the limit)."""
     chunks = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return None
+            raise ClientDisconnected("the client disconnected before sending its body")
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)

@@ -4,6 +4,7 @@ Pure ASGI middleware (not BaseHTTPMiddleware, which runs every request through e
 queues): it sits on the hot path of every call.
 """
 
+import asyncio
 import logging
 import random
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from service.errors import INTERNAL_ERROR
+from service.errors import INTERNAL_ERROR, Unavailable, error_response
 from service.metrics import Metrics, method_label
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -119,6 +120,13 @@ class RequestLogMiddleware:
         in_progress = self.metrics.request_started(method)
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when the shutdown grace is over: the client may
+            # retry elsewhere, as when overloaded.
+            if status == 0:
+                shutting_down = Unavailable("the service is shutting down; retry")
+                await error_response(shutting_down)(scope, receive, send_with_id)
+            raise
         except Exception:
             if status == 0:  # answer here, so even this response carries the request id
                 await send_with_id(

@@ -1,19 +1,32 @@
 """Malformed and hostile requests: each gets its documented status and a message naming the problem,
 never a 500, and the service answers the next good request correctly."""
 
-from collections.abc import Iterator
+import os
+import pickle
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import numpy as np
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from model.cli import export_main, train_main
 from service.app import create_app
+from service.artifact import read_manifest
 from service.engine import Engine
+from service.http_limits import limited_protocol
 from service.settings import Settings
+from tests.servers import free_port, stop
 
 LIMITS = dict(max_body_bytes=1 << 20, max_rows=64, max_samples=64, max_particles=512)
 TEN_MB = 10 * 1024 * 1024
@@ -133,6 +146,18 @@ CASES = [
               "valid boolean"),
     json_case("unknown format", SAMPLE, {"format": "gif"}, 422, "'json' or 'png'"),
     json_case("png of a flat model", SAMPLE, {"format": "png"}, 422, "png needs an image model"),
+    # a repeated key: orjson would keep the last value, the raw-bytes row decoder the first
+    Case("inputs twice, hot route", LL, b'{"inputs": [[0,1,0,1,0,1,0,1]], "\\u0069nputs": "x"}',
+         422, "inputs: appears twice"),
+    Case("inputs twice, rows last", LL, b'{"inputs": "x", "inputs": [[0,1,0,1,0,1,0,1]]}', 422,
+         "inputs: appears twice"),
+    Case("inputs twice, general path", COMPLETE,
+         b'{"inputs": [[null,1,0,1,0,1,0,1]], "inputs": [[0,0,0,0,0,0,0,0]]}', 422,
+         "inputs: appears twice"),
+    Case("an option twice", SAMPLE, b'{"num_samples": 1, "num_samples": 2}', 422,
+         "num_samples: appears twice"),
+    Case('":" inside a string is no key', COMPLETE,
+         b'{"inputs": [[null,1,0,1,0,1,0,1]], "format": "a\\":"}', 422, "format: Input should be"),
     # size: declared by Content-Length
     Case("10 MB body", LL, b'{"inputs": [' + b"[0,0,0,0,0,0,0,0]," * (TEN_MB // 18) + b"[]]}",
          413, "exceeds the limit of 1048576 bytes"),
@@ -223,3 +248,276 @@ def test_wrong_methods_get_405(served, method):
     client, engine = served["flat"]
     assert client.request(method, LL).status_code == 405
     good_request_is_answered(client, engine)
+
+
+JSON_TYPE = {"content-type": "application/json"}
+TENSOR = b'{"name": "x", "shape": [1, 8], "datatype": "INT32", "data": [0, 1, 0, 1, 0, 1, 0, 1]'
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"inputs": [' + TENSOR + b'}], "inputs": []}', "inputs"),
+        (b'{"inputs": [' + TENSOR + b', "name": "y"}]}', "name"),
+    ],
+    ids=["top level", "in a tensor"],
+)
+def test_v2_refuses_a_repeated_key(served, body: bytes, key: str):
+    """One rule on every route; the protocol's errors are 400 with its own body."""
+    client, engine = served["flat"]
+    response = client.post(f"/v2/models/{engine.manifest.name}/infer", content=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith(f"{key}: appears twice")
+    good_request_is_answered(client, engine)
+
+
+def test_a_quote_and_colon_inside_a_string_is_no_repeated_key(served):
+    """The cheap count sees a key end in ``a\\":b``; the exact check then finds no repeat."""
+    client, engine = served["flat"]
+    body = b'{"id": "a\\":b", "inputs": [' + TENSOR + b"}]}"
+    response = client.post(f"/v2/models/{engine.manifest.name}/infer", content=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == 'a":b'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model_dir": "digits\\u0000v2"}',
+        b'{"model_dir": "' + b"a" * 300 + b'"}',
+        b'{"model_dir": "\\ud800"}',
+        b'{"model_dir": "nope", "model_dir": "tiny"}',
+    ],
+    ids=["NUL", "longer than the file system allows", "lone surrogate", "given twice"],
+)
+def test_a_model_dir_reload_cannot_use_gets_422_naming_it(tiny_artifact: Path, body: bytes):
+    settings = Settings(model_dir=tiny_artifact, api_key="admin-key", **LIMITS)
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/v1/admin/reload",
+            content=body,
+            headers={**JSON_TYPE, "authorization": "Bearer admin-key"},
+        )
+        assert response.status_code == 422, response.text
+        assert [error["loc"] for error in response.json()["detail"]] == [["body", "model_dir"]]
+        assert client.get("/v1/model", headers={"authorization": "Bearer admin-key"}).is_success
+
+
+# What only the HTTP server sees (header size, read time, framing), against a real made-serve.
+
+READ_TIMEOUT_S = 1.0
+HEADER_LIMIT = Settings.model_fields["max_header_bytes"].default
+SOCKET_TIMEOUT_S = 20.0  # far past every deadline the server keeps: a hang fails, slowly
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    port: int
+    log: Path
+    model: str
+
+    def metric(self, route: str, status: int) -> float:
+        """made_http_requests_total for a POST to ``route`` answered ``status``."""
+        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics").text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "made_http_requests_total"
+            and sample.labels == {"route": route, "method": "POST", "status": str(status)}
+        )
+
+    def errors_logged(self) -> list[str]:
+        return [line for line in self.log.read_text().splitlines() if '"level":"error"' in line]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    port, log = free_port(), tmp_path_factory.mktemp("server") / "made-serve.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MADE_")}
+    env.update(
+        MADE_MODEL_DIR=str(tiny_artifact),
+        MADE_PORT=str(port),
+        MADE_READ_TIMEOUT_S=str(READ_TIMEOUT_S),
+        MADE_INTRA_OP_THREADS="1",
+    )
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [Path(sys.executable).with_name("made-serve")], env=env, stdout=output, stderr=output
+        )
+    deadline = time.monotonic() + 60
+    while not ready(port):
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)  # poll interval
+    try:
+        yield Server(process, port, log, read_manifest(tiny_artifact).name)
+    finally:
+        stop(process, signal.SIGTERM, 30)
+
+
+def ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+    except httpx.TransportError:  # not listening yet
+        return False
+
+
+def connect(server: Server) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=SOCKET_TIMEOUT_S)
+
+
+def read_to_close(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One response with a Content-Length, on a connection that stays open."""
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(65536)
+    head, body = response.split(b"\r\n\r\n", 1)
+    length = next(
+        int(line[15:]) for line in head.split(b"\r\n") if line[:15].lower() == b"content-length:"
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def body_of(response: bytes) -> dict:
+    return orjson.loads(response.split(b"\r\n\r\n", 1)[1])
+
+
+def post_head(path: str, *fields: str) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: test", "Content-Type: application/json", *fields]
+    return "\r\n".join([*lines, "", ""]).encode()
+
+
+def eventually(condition: Callable[[], bool]) -> None:
+    """The server records a request after its answer is on the wire: poll for it."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "not recorded in time"
+        time.sleep(0.05)
+
+
+ROW_BODY = b'{"inputs": [[0, 1, 0, 1, 0, 1, 0, 1]]}'
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [-1024, 1024], ids=["within", "past"])
+def test_headers_are_bounded(server: Server, extra: int):
+    head = b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\nX-Pad: "
+    pad = b"p" * (HEADER_LIMIT + extra - len(head) - 4)
+    with connect(server) as sock:
+        sock.sendall(head + pad + b"\r\n\r\n")
+        response = read_to_close(sock)
+    if extra < 0:
+        assert status_of(response) == 200
+    else:
+        assert status_of(response) == 431
+        assert body_of(response) == {
+            "detail": f"request line and headers exceed {HEADER_LIMIT} bytes"
+        }
+
+
+@pytest.mark.slow
+def test_a_64_mib_header_is_neither_read_nor_kept(server: Server):
+    """Refused after the limit: the server closes while the client is still sending."""
+    before = resident_bytes(server.process.pid)
+    with connect(server) as sock, pytest.raises(OSError):
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * (64 << 20) + b"\r\n\r\n")
+    assert resident_bytes(server.process.pid) - before < 16 << 20
+    assert httpx.get(f"http://127.0.0.1:{server.port}/healthz").status_code == 200
+
+
+def resident_bytes(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    kib = next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]
+    return int(kib) * 1024
+
+
+@pytest.mark.slow
+def test_slow_headers_get_408(server: Server):
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: te")
+        response = read_to_close(sock)
+    assert status_of(response) == 408
+    assert "request headers not received" in body_of(response)["detail"]
+
+
+@pytest.mark.slow
+def test_a_connection_that_sends_nothing_is_closed(server: Server):
+    with connect(server) as sock:
+        assert read_to_close(sock) == b""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", [LL, SAMPLE, "/v2/models/{name}/infer"])
+@pytest.mark.parametrize("trickle", [False, True], ids=["stalled", "trickled"])
+def test_a_body_that_does_not_arrive_in_time_gets_408(server: Server, path: str, trickle: bool):
+    """Answered by the app, so the hot route, FastAPI's and V2's all count it as a 408."""
+    url = path.format(name=server.model)
+    before = server.metric(path, 408)
+    with connect(server) as sock:
+        sock.sendall(post_head(url, "Content-Length: 1000") + b'{"in')
+        # A byte every tenth of the timeout, until the server answers: each in time, the whole
+        # request too late (the body would take 100 timeouts).
+        while trickle and not select.select([sock], [], [], READ_TIMEOUT_S / 10)[0]:
+            sock.sendall(b" ")
+        response = read_to_close(sock)
+    assert status_of(response) == 408
+    message = body_of(response).get("detail") or body_of(response)["error"]
+    assert "request body not received in full" in message
+    eventually(lambda: server.metric(path, 408) == before + 1)
+    assert server.errors_logged() == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", [LL, SAMPLE])
+def test_a_malformed_chunked_body_gets_400_counted_as_400(server: Server, path: str):
+    before = server.metric(path, 400), server.metric(path, 500)
+    with connect(server) as sock:
+        sock.sendall(post_head(path, "Transfer-Encoding: chunked") + b'5\r\n{"inp\r\nZZ\r\n')
+        response = read_to_close(sock)
+    assert status_of(response) == 400
+    assert "not valid HTTP/1.1" in body_of(response)["detail"]
+    eventually(lambda: (server.metric(path, 400), server.metric(path, 500)) == (before[0] + 1, 0))
+    assert server.errors_logged() == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", [LL, COMPLETE])
+def test_a_client_gone_mid_body_is_counted_499_not_500(server: Server, path: str):
+    before = server.metric(path, 499)
+    with connect(server) as sock:
+        sock.sendall(post_head(path, "Content-Length: 1000") + ROW_BODY)
+    eventually(lambda: server.metric(path, 499) == before + 1)
+    assert server.metric(path, 500) == server.metric("unmatched", 500) == 0
+    assert server.errors_logged() == []
+
+
+@pytest.mark.slow
+def test_a_keep_alive_connection_outlives_the_read_timeout(server: Server):
+    """The deadline is per request: requests spread over more than it on one connection pass."""
+    request = post_head(LL, f"Content-Length: {len(ROW_BODY)}") + ROW_BODY
+    with connect(server) as sock:
+        for _ in range(3):
+            sock.sendall(request)
+            assert status_of(read_response(sock)) == 200
+            time.sleep(0.6 * READ_TIMEOUT_S)
+
+
+def test_the_protocol_factory_pickles_for_worker_processes():
+    """With MADE_WORKERS > 1 uvicorn hands its options to spawned workers by pickling them."""
+    factory = pickle.loads(pickle.dumps(limited_protocol(Settings(read_timeout_s=7))))
+    assert factory.keywords == {"max_header_bytes": HEADER_LIMIT, "read_timeout_s": 7}

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.engine import Engine
-from service.errors import Unavailable
+from service.errors import InvalidBody, RequestTimeout, ServiceError, Unavailable
 from service.hot_path import HotLikelihood
 from service.routes import v1
 from service.runtime import Runtime
@@ -121,6 +121,7 @@ def _others(dim: int) -> dict[str, tuple[bytes, dict[str, str]]]:
         "a short row": (orjson.dumps({"inputs": [row[1:]]}), {}),
         "too many rows": (orjson.dumps({"inputs": [row] * 4}), {}),
         "broken JSON": (plain[:-1], {}),
+        "a repeated key": (plain[:-1] + b', "\\u0069nputs": "x"}', {}),
         "no inputs": (b'{"rows": [[0, 1]]}', {}),
         "another content type": (plain, {"content-type": "text/plain"}),
         "no content length": (plain, {"content-length": ""}),
@@ -159,11 +160,40 @@ def test_a_body_in_chunks_is_read_whole(engine: Engine) -> None:
     assert stand_in.bodies == []
 
 
-def test_a_client_gone_mid_body_gets_nothing_and_costs_nothing(engine: Engine) -> None:
+def test_a_client_gone_mid_body_is_recorded_as_499_and_costs_nothing(engine: Engine) -> None:
+    """The answer goes nowhere (uvicorn drops it); its status is what the request log counts."""
     hot, stand_in = hot_route(engine)
     body = orjson.dumps({"inputs": rows_of(engine, 1).astype(int).tolist()})
     messages = [{"type": "http.request", "body": body[:10], "more_body": True}]
-    assert call(hot, body, messages=messages)["status"] is None
+    answer = call(hot, body, messages=messages)
+    assert answer["status"] == 499
+    assert answer["scope"]["route"].path == "/v1/log-likelihood"
+    assert stand_in.bodies == []
+
+
+@pytest.mark.parametrize(
+    "error", [RequestTimeout("body too slow"), InvalidBody("bad chunk")], ids=["late", "malformed"]
+)
+def test_a_body_the_server_gives_up_on_is_answered_here(
+    engine: Engine, error: ServiceError
+) -> None:
+    """service.http_limits makes receive() raise; the hot route answers like the FastAPI one."""
+    hot, stand_in = hot_route(engine)
+
+    async def receive() -> dict:
+        raise error
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/log-likelihood"}
+    scope["headers"] = headers(b"{}")
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    run_async(hot(scope, receive, send))
+    assert sent[0]["status"] == error.status_code
+    assert orjson.loads(sent[1]["body"]) == {"detail": error.message}
+    assert scope["route"].path == "/v1/log-likelihood"
     assert stand_in.bodies == []
 
 

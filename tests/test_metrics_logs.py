@@ -211,3 +211,51 @@ def test_formatter_writes_one_json_object_with_extras_and_exceptions() -> None:
     assert line["level"] == "error"
     assert line["rows"] == 3
     assert "ValueError: bad value" in line["exception"]
+
+
+@pytest.mark.parametrize("path", ["/v1/log-likelihood", "/v1/complete", "/v2/models/{name}/infer"])
+def test_a_client_gone_mid_body_is_counted_as_499_without_a_traceback(
+    tiny_artifact: Path, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    """Fed straight to the app: part of the body, then ``http.disconnect``, as uvicorn does."""
+    app = create_app(Settings(model_dir=tiny_artifact))
+    url = path.format(name=read_manifest(tiny_artifact).name)
+    messages = [
+        {"type": "http.request", "body": b'{"inputs": [[0, 1', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": url,
+        "raw_path": url.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+
+    async def receive() -> dict:
+        return messages.pop(0)
+
+    async def send(message: dict) -> None:
+        pass
+
+    caplog.set_level(logging.INFO)
+    with TestClient(app) as http:
+        http.portal.call(app, scope, receive, send)
+        snapshot = samples(http)
+    assert requests_total(snapshot, path, "POST", 499) == 1
+    assert not [
+        key
+        for key in snapshot
+        if key[0] == "made_http_requests_total" and dict(key[1])["status"] == "500"
+    ]
+    (line,) = [line for line in access_records(caplog) if line["path"] == url]
+    assert (line["route"], line["status"]) == (path, 499)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -39,14 +39,16 @@ def poll(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 @contextmanager
-def made_serve(artifact: Path, log_file: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+def made_serve(
+    artifact: Path, log_file: Path, grace_s: float = GRACE_S
+) -> Iterator[tuple[subprocess.Popen, str]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MADE_")}
     env.update(
         MADE_MODEL_DIR=str(artifact),
         MADE_HOST="127.0.0.1",
         MADE_PORT=str(port),
-        MADE_SHUTDOWN_GRACE_S=str(GRACE_S),
+        MADE_SHUTDOWN_GRACE_S=str(grace_s),
         MADE_INTRA_OP_THREADS="1",
     )
     executable = Path(sys.executable).with_name("made-serve")
@@ -120,3 +122,36 @@ def test_sigterm_finishes_in_flight_requests_then_exits_zero(
     completed = [line for line in lines if line.get("route") == "/v1/complete"]
     assert [line["status"] for line in completed] == [200] * SLOW_REQUESTS
     assert any(line["logger"].startswith("uvicorn") for line in lines)
+
+
+@pytest.mark.slow
+def test_requests_still_running_past_the_grace_get_503_with_retry_after(
+    tiny_artifact: Path, tmp_path: Path
+) -> None:
+    """uvicorn cancels what still runs once the grace is over: those clients hear 503 and
+    ``Retry-After``, as when the queue is full, so they retry on another replica."""
+    log_file = tmp_path / "made-serve.log"
+    # 1024 rows on the importance path: seconds of work, far past a grace of half a second.
+    body = {**SLOW_BODY, "inputs": SLOW_BODY["inputs"] * 8}
+    with made_serve(tiny_artifact, log_file, grace_s=0.5) as (process, base):
+        poll(lambda: ready(process, base), START_TIMEOUT_S, "/readyz to answer 200")
+        results: list[httpx.Response] = []
+
+        def slow_request() -> None:
+            results.append(httpx.post(f"{base}/v1/complete", json=body, timeout=GRACE_S))
+
+        threads = [threading.Thread(target=slow_request) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        poll(lambda: posts_in_progress(base) == 2, START_TIMEOUT_S, "the requests to be in flight")
+        process.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(GRACE_S)
+        assert process.wait(timeout=GRACE_S) == 0
+    assert [r.status_code for r in results] == [503, 503]
+    for response in results:
+        assert response.headers["retry-after"] == "1"
+        assert response.json() == {"detail": "the service is shutting down; retry"}
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    completed = [line for line in lines if line.get("route") == "/v1/complete"]
+    assert [line["status"] for line in completed] == [503, 503]
