@@ -3,6 +3,7 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import numpy as np
 from fastapi import Depends, FastAPI
@@ -10,8 +11,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.artifact import Manifest
 from service.auth import require_api_key
-from service.batcher import Batcher
 from service.engine import Engine
 from service.errors import install_error_handlers
 from service.hot_path import HotLikelihood
@@ -20,6 +21,7 @@ from service.metrics import Metrics
 from service.request_log import RequestLogMiddleware
 from service.routes import admin, health, metrics, page, v1, v2
 from service.runtime import Runtime
+from service.schemas import served_openapi
 from service.settings import Settings
 
 log = logging.getLogger("made_serve")
@@ -42,6 +44,7 @@ class ServiceApp(FastAPI):
     FastAPI's own middleware, so the hot route's requests skip all of it."""
 
     front: ASGIApp
+    served_document: tuple[Manifest | None, dict[str, Any]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.front(scope, receive, send)
@@ -49,6 +52,16 @@ class ServiceApp(FastAPI):
     async def behind_front(self, scope: Scope, receive: Receive, send: Send) -> None:
         """FastAPI itself, where the front hands every request it does not answer."""
         await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document made true for the model served now and the key (see
+        ``service.schemas.served_openapi``), built again only when a reload changes the model."""
+        runtime = self.state.runtime
+        manifest = runtime.engine.manifest if runtime.engine is not None else None
+        if self.served_document is None or self.served_document[0] is not manifest:
+            document = served_openapi(super().openapi(), manifest, runtime.settings)
+            self.served_document = (manifest, document)
+        return self.served_document[1]
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> ServiceApp:
@@ -62,14 +75,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         runtime.engine = engine or Engine.load(settings.model_dir, settings.onnx_threads())
         warm_up(runtime.engine, settings.max_batch_size)
         if settings.batching:
-            runtime.batcher = Batcher(
-                runtime.engine.member_log_probs,
-                settings.max_batch_size,
-                settings.max_queue_delay_ms / 1000,
-                settings.max_queue_rows,
-                observed.batch_stats(),
-            )
-            runtime.batcher.start()
+            runtime.batcher = await runtime.start_batcher(runtime.engine, observed.batch_stats())
         runtime.ready = True
         log.info(
             "serving %s (D=%d, K=%d)",

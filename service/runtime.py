@@ -11,7 +11,7 @@ import numpy as np
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from service.batcher import Batcher
+from service.batcher import Admission, Batcher, BatchStats, Throughput, measured_rows_per_s
 from service.engine import Engine
 from service.errors import Unavailable
 from service.settings import Settings
@@ -65,18 +65,31 @@ class Runtime:
             return await self.bounded(batcher.submit(rows))
         return await self.bounded(run_in_threadpool(engine.member_log_probs, rows))
 
+    async def start_batcher(self, engine: Engine, stats: BatchStats) -> Batcher:
+        """A running batcher for ``engine``. Its rows/s is measured first on one full batch, so
+        admission has a figure for this model before any request ran."""
+        settings = self.settings
+        rng = np.random.default_rng(0)
+        rows = (rng.random((settings.max_batch_size, engine.dim)) < 0.5).astype(np.float32)
+        rows_per_s = await run_in_threadpool(measured_rows_per_s, engine.member_log_probs, rows)
+        batcher = Batcher(
+            engine.member_log_probs,
+            settings.max_batch_size,
+            settings.max_queue_delay_ms / 1000,
+            Admission(
+                settings.request_timeout_s, settings.max_queue_bytes, settings.max_queue_rows
+            ),
+            Throughput(rows_per_s, rows=settings.max_batch_size),
+            stats,
+        )
+        batcher.start()
+        return batcher
+
     async def swap_engine(self, engine: Engine) -> None:
         """Serve ``engine`` from now on; rows already queued finish on the old model."""
         old = self.batcher
         if old is not None:
-            self.batcher = Batcher(
-                engine.member_log_probs,
-                old.max_batch_size,
-                old.max_queue_delay_s,
-                old.max_queue_rows,
-                old.stats,
-            )
-            self.batcher.start()
+            self.batcher = await self.start_batcher(engine, old.stats)
         self.engine = engine  # no await between the two assignments: the switch is atomic
         if old is not None:
             await old.close()

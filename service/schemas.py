@@ -4,11 +4,21 @@
 documented schema is given explicitly so OpenAPI still shows rows of 0, 1 or null.
 """
 
+import copy
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    WithJsonSchema,
+)
 
-from service.artifact import ProductNormaliser
+from service.artifact import Manifest, ProductNormaliser
+from service.settings import Settings
 
 _ENTRY = {"anyOf": [{"type": "integer", "enum": [0, 1]}, {"type": "null"}]}
 _ROW = {
@@ -29,7 +39,22 @@ Rows = Annotated[
         }
     ),
 ]
-Seed = Annotated[StrictInt, Field(ge=0, le=2**63 - 1, description="Same seed, same output.")]
+
+
+def _whole_number(value: object) -> object:
+    """2.0 as the integer 2: JSON has one number type, and the OpenAPI 3.1 document's JSON Schema
+    counts 2.0 an integer. 2.5, "2" and true stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Integer options: an int, or a float with no fractional part; never a string or a boolean. The
+# validator comes last so that the bounds stay in the JSON schema.
+_WHOLE = BeforeValidator(_whole_number)
+Seed = Annotated[
+    StrictInt, Field(ge=0, le=2**63 - 1, description="Same seed, same output."), _WHOLE
+]
+Samples = Annotated[StrictInt, Field(ge=1), _WHOLE]
+Particles = Annotated[StrictInt, Field(ge=2), _WHOLE]
 Format = Literal["json", "png"]
 Combination = Literal["mixture", "product"]
 
@@ -44,7 +69,7 @@ class LogLikelihoodRequest(_Request):
     per_dimension: StrictBool = Field(
         False, description="Also return each member's terms log p_k(x_d | x_<d), by dimension."
     )
-    num_particles: Annotated[StrictInt, Field(ge=2)] | None = Field(
+    num_particles: Particles | None = Field(
         None, description="Importance-sampling particles for rows with null entries."
     )
     seed: Seed | None = None
@@ -54,33 +79,23 @@ class LogLikelihoodRequest(_Request):
         "normalised product of experts (complete rows only; log Z estimated at export).",
     )
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"inputs": [[0, 1, 1, 0]], "per_member": True}]},
-    )
-
 
 class CompleteRequest(_Request):
     inputs: Rows
-    num_samples: Annotated[StrictInt, Field(ge=1)] = Field(1, description="Completions per row.")
-    num_particles: Annotated[StrictInt, Field(ge=2)] | None = None
+    num_samples: Samples = Field(1, description="Completions per row.")
+    num_particles: Particles | None = Field(
+        None,
+        description="Importance-sampling particles a row's set starts from; it grows (up to "
+        "MADE_MAX_PARTICLES) until its effective sample size reaches num_samples.",
+    )
     seed: Seed | None = None
     format: Format = Field("json", description="png: a grid image (image models only).")
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"inputs": [[1, 0, None, None]], "num_samples": 4}]},
-    )
-
 
 class SampleRequest(_Request):
-    num_samples: Annotated[StrictInt, Field(ge=1)] = 1
+    num_samples: Samples = 1
     seed: Seed | None = None
     format: Format = "json"
-
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"num_samples": 4, "seed": 0}]}
-    )
 
 
 Method = Literal["exact", "importance"]
@@ -104,7 +119,19 @@ class LogLikelihoodResponse(BaseModel):
 class CompleteResponse(BaseModel):
     completions: list[list[list[int]]] = Field(description="[rows][num_samples][D].")
     method: list[Method]
-    effective_sample_size: list[float | None]
+    effective_sample_size: list[float | None] = Field(
+        description="Per row, of the importance particle set the completions were resampled "
+        "from (null if exact). The set grows until this reaches num_samples, so the completions "
+        "are as accurate as num_samples independent draws, unless particles_capped."
+    )
+    particles_capped: list[bool] = Field(
+        description="Per row: the particle set reached MADE_MAX_PARTICLES with its effective "
+        "sample size still below num_samples, so the completions repeat more than independent "
+        "draws would."
+    )
+    warning: str | None = Field(
+        description="Names the capped rows and what helps; null when no row is capped."
+    )
     seed: int
 
 
@@ -146,3 +173,194 @@ class ValidationErrorBody(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+# -- The document served at /openapi.json ----------------------------------------------------------
+# The bodies above are what pydantic checks whatever the model. What a request may hold also
+# depends on the served model (D, image shape, a product normaliser), the limits and the API key;
+# the served document states all of it, so that a request valid under it is one the service
+# accepts, and one invalid under it is refused.
+
+_BIT = {"type": "integer", "enum": [0, 1]}
+_BIT_OR_NULL = {"anyOf": [_BIT, {"type": "null"}]}
+_SEED_MAX = 2**63 - 1
+
+
+def _exactly(items: dict, length: int) -> dict:
+    return {"type": "array", "items": items, "minItems": length, "maxItems": length}
+
+
+def _rows(manifest: Manifest, entry: dict, max_rows: int) -> dict:
+    """1 to ``max_rows`` rows, all of D entries or (image models) all [H][W]."""
+    shapes, shape = [_exactly(entry, manifest.dim)], f"{manifest.dim} values"
+    if manifest.image_shape is not None:
+        height, width = manifest.image_shape
+        shapes.append(_exactly(_exactly(entry, width), height))
+        shape += f", or all {height} rows of {width}"
+    nulls = ", or null for a missing entry" if entry is _BIT_OR_NULL else ""
+    forms = [{"type": "array", "minItems": 1, "maxItems": max_rows, "items": row} for row in shapes]
+    schema = {"anyOf": forms} if len(forms) > 1 else forms[0]
+    return schema | {
+        "description": f"1 to {max_rows} rows, each of {shape}; entries 0 or 1{nulls}."
+    }
+
+
+def _optional_int(minimum: int, maximum: int, description: str) -> dict:
+    bounded = {"type": "integer", "minimum": minimum, "maximum": maximum}
+    return {"anyOf": [bounded, {"type": "null"}], "description": description}
+
+
+def _body(model: type[BaseModel], settings: Settings, **properties: dict) -> dict:
+    """``model``'s schema with the limits in force and the given properties replaced."""
+    schema = model.model_json_schema()
+    fields = schema["properties"]
+    if "num_particles" in fields:
+        fields["num_particles"] = _optional_int(
+            2, settings.max_particles, fields["num_particles"].get("description", "Particles.")
+        )
+    fields["seed"] = _optional_int(0, _SEED_MAX, "Same seed, same output.")
+    fields.update(properties)
+    return schema
+
+
+def _formats(manifest: Manifest) -> dict:
+    formats = ["json", "png"] if manifest.image_shape is not None else ["json"]
+    return {
+        "type": "string",
+        "enum": formats,
+        "default": "json",
+        "description": "png: a grid image (image models only).",
+    }
+
+
+def log_likelihood_body(manifest: Manifest, settings: Settings) -> dict:
+    """Complete rows take every option; rows with null take neither per-member nor
+    per-dimension terms, nor the product (whose marginals are intractable)."""
+    combinations = ["mixture", "product"] if manifest.product_normaliser else ["mixture"]
+    complete = _body(
+        LogLikelihoodRequest,
+        settings,
+        inputs=_rows(manifest, _BIT, settings.max_rows),
+        combination={"type": "string", "enum": combinations, "default": "mixture"},
+    )
+    with_nulls = _body(
+        LogLikelihoodRequest,
+        settings,
+        inputs=_rows(manifest, _BIT_OR_NULL, settings.max_rows),
+        per_member={"const": False},
+        per_dimension={"const": False},
+        combination={"const": "mixture"},
+    )
+    complete["title"], with_nulls["title"] = "complete rows", "rows with null entries"
+    example = [d % 2 for d in range(manifest.dim)]
+    return {
+        "title": "LogLikelihoodRequest",
+        "anyOf": [complete, with_nulls],
+        "examples": [{"inputs": [example], "per_member": True}],
+    }
+
+
+def counted_samples(num_samples: int, max_samples: int) -> int:
+    """What ``num_samples`` counts for in num_samples x rows <= MADE_MAX_SAMPLES: its next power
+    of two, within ``max_samples``. At most twice the exact product, and it puts the rule in a
+    dozen bands of num_samples, which a JSON schema can state (see ``complete_body``)."""
+    return min(1 << (num_samples - 1).bit_length(), max_samples)
+
+
+def sample_bands(max_samples: int, max_rows: int) -> list[tuple[int, int, int]]:
+    """(lowest, highest num_samples, most rows) of a completion request, band by band."""
+    bands: list[tuple[int, int, int]] = []
+    low = 1
+    while low <= max_samples:
+        high = counted_samples(low, max_samples)
+        rows = min(max_rows, max_samples // high)
+        if bands and bands[-1][2] == rows:
+            bands[-1] = (bands[-1][0], high, rows)
+        else:
+            bands.append((low, high, rows))
+        low = high + 1
+    return bands
+
+
+def complete_body(manifest: Manifest, settings: Settings) -> dict:
+    """One alternative per band of num_samples, each with its own row limit."""
+    bands = []
+    for low, high, rows in sample_bands(settings.max_samples, settings.max_rows):
+        band = _body(
+            CompleteRequest,
+            settings,
+            inputs=_rows(manifest, _BIT_OR_NULL, rows),
+            num_samples={"type": "integer", "minimum": low, "maximum": high, "default": 1},
+            format=_formats(manifest),
+        )
+        band["title"] = f"num_samples {low}-{high}: up to {rows} rows"
+        bands.append(band)
+    half = manifest.dim // 2
+    example = [d % 2 for d in range(half)] + [None] * (manifest.dim - half)
+    return {
+        "title": "CompleteRequest",
+        "description": f"num_samples x rows is at most {settings.max_samples} "
+        "(MADE_MAX_SAMPLES), with num_samples counted as its next power of two.",
+        "anyOf": bands,
+        "examples": [{"inputs": [example], "num_samples": min(4, settings.max_samples)}],
+    }
+
+
+def sample_body(manifest: Manifest, settings: Settings) -> dict:
+    schema = _body(
+        SampleRequest,
+        settings,
+        num_samples={"type": "integer", "minimum": 1, "maximum": settings.max_samples},
+        format=_formats(manifest),
+    )
+    schema["examples"] = [{"num_samples": min(4, settings.max_samples), "seed": 0}]
+    return schema
+
+
+SERVED_BODIES = {
+    LogLikelihoodRequest.__name__: log_likelihood_body,
+    CompleteRequest.__name__: complete_body,
+    SampleRequest.__name__: sample_body,
+}
+# A reload names a directory beside the served one: one path component, not "." or "..", and at
+# most 63 characters so that it stays within the file system's 255 bytes in any encoding.
+MODEL_DIR = {
+    "anyOf": [
+        {
+            "type": "string",
+            "pattern": "^[^/\\u0000]+$",
+            "not": {"enum": [".", ".."]},
+            "minLength": 1,
+            "maxLength": 63,
+        },
+        {"type": "null"},
+    ],
+    "description": "A directory beside the served one (same parent folder); "
+    "default: the configured MADE_MODEL_DIR again.",
+}
+
+
+def served_openapi(document: dict, manifest: Manifest | None, settings: Settings) -> dict:
+    """FastAPI's ``document`` made true for the served model (None: not loaded yet) and the key.
+
+    Without a key nothing asks for one (admin answers 403 only); with one, nothing answers 403.
+    """
+    document = copy.deepcopy(document)
+    for operation in (op for ops in document["paths"].values() for op in ops.values()):
+        responses = operation["responses"]
+        if not settings.api_key:
+            operation.pop("security", None)
+            responses.pop("401", None)
+        elif operation.get("security"):
+            responses.pop("403", None)
+        body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+        build = SERVED_BODIES.get(body.get("schema", {}).get("title"))
+        if build is not None and manifest is not None:
+            body["schema"] = build(manifest, settings)
+    components = document.get("components", {})
+    if not settings.api_key:
+        components.pop("securitySchemes", None)
+    reload = components.get("schemas", {}).get("ReloadRequest")
+    if reload is not None:
+        reload["properties"]["model_dir"] = MODEL_DIR
+    return document

@@ -34,17 +34,45 @@ class Settings(BaseSettings):
     max_queue_delay_ms: float = Field(
         2.0, ge=0, description="Longest wait for more rows before a batch runs."
     )
-    max_queue_rows: int = Field(
-        4096, ge=1, description="Rows waiting at most; beyond it requests get 503."
+    # The queue is bounded by what its callers can use: rows the model works off within the
+    # request timeout at its measured rows/s, within a memory bound. A fixed row count turned away
+    # 64 clients x 100 rows that the server answers in under a second (issue 13).
+    max_queue_rows: int | None = Field(
+        None,
+        ge=1,
+        description="Rows waiting at most, when set; unset: bounded by MADE_REQUEST_TIMEOUT_S "
+        "of work at the measured rows/s and by MADE_MAX_QUEUE_BYTES only.",
+    )
+    max_queue_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1,
+        description="Bytes of rows waiting (4 x D per row) at most; beyond it requests get 503.",
     )
     request_timeout_s: float = Field(
-        30.0, gt=0, description="A request waiting longer gets 503 and its work is dropped."
+        30.0,
+        gt=0,
+        description="A request waiting longer gets 503 and its work is dropped; the batch queue "
+        "admits a request only if the rows ahead of it and its own take less at the measured "
+        "rows/s.",
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="Request line and headers larger than this get 431 and the connection closes.",
+    )
+    read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request not received in full this long after its first byte (or its "
+        "connection's opening) gets 408 and the connection closes.",
+    )
     max_rows: int = Field(1024, ge=1, description="Most input rows in one request.")
     max_samples: int = Field(1024, ge=1, description="Most samples or completions per request.")
     max_particles: int = Field(
-        16384, ge=1, description="Most importance-sampling particles per request."
+        16384,
+        ge=1,
+        description="Most importance-sampling particles per row; completion sets grow up to it.",
     )
     default_particles: int = Field(256, ge=1, description="Particles when a request does not say.")
     log_level: str = Field(

@@ -68,7 +68,7 @@ INVALID = [
     ("complete", {"inputs": [[None, 2, *ROW[2:]]]}, ["inputs", 0, 1]),
     ("complete", {"inputs": [[None] * 8], "format": "gif"}, ["format"]),
     ("complete", {"inputs": [[None] * 8], "format": "png"}, ["format"]),
-    ("complete", {"inputs": [[None] * 8], "num_samples": 2.0}, ["num_samples"]),
+    ("complete", {"inputs": [[None] * 8], "num_samples": 2.5}, ["num_samples"]),
     ("sample", {"num_samples": 0}, ["num_samples"]),
     ("sample", {"num_samples": -3}, ["num_samples"]),
     ("sample", {"num_samples": 65}, ["num_samples"]),

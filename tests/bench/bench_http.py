@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -84,6 +84,27 @@ def body(rows: int, dim: int, seed: int) -> bytes:
     return orjson.dumps({"inputs": data.tolist()})
 
 
+def v1_request(rows: int, dim: int, seed: int) -> tuple[bytes, bytes]:
+    """(head up to Content-Length, body) of a POST /v1/log-likelihood."""
+    head = b"POST /v1/log-likelihood HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    return head + b"Content-Type: application/json\r\n", body(rows, dim, seed)
+
+
+def v2_request(model: str, binary: bool, rows: int, dim: int, seed: int) -> tuple[bytes, bytes]:
+    """(head up to Content-Length, body) of a V2 infer as tritonclient sends it (no Content-Type):
+    flat JSON INT32 data, or ``binary``: the binary tensor data extension, BOOL in, FP64 out."""
+    data = np.random.default_rng(seed).random((rows, dim)) < 0.5
+    head = f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+    tensor = {"name": "x", "shape": [rows, dim], "datatype": "BOOL" if binary else "INT32"}
+    if not binary:
+        flat = data.ravel().astype(int).tolist()
+        return head, orjson.dumps({"inputs": [tensor | {"data": flat}]})
+    tensor["parameters"] = {"binary_data_size": data.nbytes}
+    header = orjson.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}})
+    head += b"Inference-Header-Content-Length: %d\r\n" % len(header)
+    return head, header + data.tobytes()
+
+
 async def _post(reader, writer, head: bytes, payload: bytes) -> int:
     """One keep-alive HTTP/1.1 POST on an open connection; returns the status code."""
     writer.write(head + payload)
@@ -98,7 +119,7 @@ async def _post(reader, writer, head: bytes, payload: bytes) -> int:
 
 
 async def _load(
-    port: int, bodies: list[bytes], clients: int, requests: int, time_limit: float
+    port: int, bodies: list[tuple[bytes, bytes]], clients: int, requests: int, time_limit: float
 ) -> dict[str, object]:
     """``clients`` keep-alive connections sending back to back. A bare asyncio HTTP/1.1 client:
     httpx spent a whole core on 160 requests/s here, so it measured itself, not the server."""
@@ -113,14 +134,11 @@ async def _load(
         try:
             while sent < requests and time.perf_counter() < deadline:
                 sent += 1
-                payload = bodies[(index + sent) % len(bodies)]
-                head = (
-                    "POST /v1/log-likelihood HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
-                ).encode()
+                start_of_head, payload = bodies[(index + sent) % len(bodies)]
+                head = start_of_head + b"Content-Length: %d\r\n\r\n" % len(payload)
                 start = time.perf_counter()
                 status = await _post(reader, writer, head, payload)
-                if status == 200:
+                if 200 <= status < 300:
                     latencies.append(time.perf_counter() - start)
                 else:
                     failures += 1
@@ -151,10 +169,12 @@ def load(
     time_limit: float,
     processes: int = 1,
     dim: int = 784,
+    request: Callable[[int, int, int], tuple[bytes, bytes]] = v1_request,
 ) -> dict[str, float]:
     """Closed-loop load: ``clients`` connections in ``processes`` client processes, each sending
-    requests of ``rows`` rows back to back; requests/s, rows/s, p50/p99 and the client's CPU."""
-    bodies = [body(rows, dim, seed) for seed in range(8)]
+    requests of ``rows`` rows back to back; requests/s, rows/s, p50/p99 and the client's CPU.
+    ``request(rows, dim, seed)`` writes one request (default: /v1/log-likelihood)."""
+    bodies = [request(rows, dim, seed) for seed in range(8)]
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     share = (clients // processes, requests // processes)
@@ -176,6 +196,6 @@ def load(
         "p50_ms": float(np.percentile(latencies, 50) * 1e3) if ok else float("nan"),
         "p99_ms": float(np.percentile(latencies, 99) * 1e3) if ok else float("nan"),
         "ok": ok,
-        "failed": int(sum(p["failed"] for p in parts)),
+        "failed": int(sum(p["failed"] for p in parts)),  # answers other than 2xx
         "client_cpu_share": sum(p["cpu"] for p in parts) / elapsed,  # cores the client used
     }

@@ -8,6 +8,7 @@ import argparse
 import json
 import time
 from datetime import UTC, datetime
+from functools import partial
 
 from service.engine import Engine
 from service.settings import available_cpus
@@ -22,8 +23,12 @@ def http(artifact, rounds: int, requests: int, time_limit: float, processes: int
     out: dict[str, object] = {"ready_s": {}, "rss_mb": {}}
     single: dict[str, list[dict]] = {name: [] for name in ports}
     bulk: dict[str, list[dict]] = {name: [] for name in ("on", "noop", "typical")}
+    # Issue 13: 64 clients x 100 rows, 6,400 rows in flight, which a 4,096-row queue refused.
+    batch_load: list[dict] = []
     inproc: list[float] = []  # onnxruntime at batch 100 in the same minutes as the HTTP runs
     engine = Engine.load(artifact, available_cpus())
+    # V2 infer on the batching server, 100 rows x 4 clients: a JSON body, a binary tensor body.
+    v2: dict[str, list[dict]] = {"json": [], "binary": []}
     with (
         bench_http.noop_server(ports["noop"]) as noop,
         bench_http.noop_server(ports["typical"], "typical") as typical,
@@ -40,11 +45,18 @@ def http(artifact, rounds: int, requests: int, time_limit: float, processes: int
                 single[name].append(bench_http.load(port, 1, 64, requests, time_limit, processes))
             for name, runs in bulk.items():
                 runs.append(bench_http.load(ports[name], 100, 4, requests // 20, time_limit))
+            batch_load.append(bench_http.load(ports["on"], 100, 64, requests // 5, time_limit))
+            for form, runs in v2.items():
+                v2_request = partial(bench_http.v2_request, engine.manifest.name, form == "binary")
+                shape = (ports["on"], 100, 4, requests // 20, time_limit)  # row 3's
+                runs.append(bench_http.load(*shape, request=v2_request))
             inproc += bench_inprocess.onnx_rows_per_second(engine, 100)
         for name in ("on", "off"):
             out["rss_mb"][f"{name} after load"] = bench_http.rss_mb(servers[name]["pid"])
     out["one_row_64_clients"] = {name: _summary(runs) for name, runs in single.items()}
     out["hundred_rows_4_clients"] = {name: _summary(runs) for name, runs in bulk.items()}
+    out["hundred_rows_64_clients"] = _summary(batch_load)
+    out["v2_hundred_rows_4_clients"] = {form: _summary(runs) for form, runs in v2.items()}
     out["in_process_batch_100_rows_per_s"] = spread(inproc)
     return out
 
@@ -152,6 +164,33 @@ def table(result: dict) -> str:
             f"{bulk['on']['median'] / bulk[name]['median']:.2f}x",
             "> 1x" if name == "typical" else "",
         )
+    v2 = {k: v["rows_per_s"] for k, v in web["v2_hundred_rows_4_clients"].items()}
+    row(
+        3,
+        "V2 infer 100 rows x 4 clients, JSON body (INT32), rows/s",
+        _fmt(v2["json"]),
+        f"/v1 {_fmt(bulk['on'])}",
+        f"{v2['json']['median'] / bulk['on']['median']:.2f}x",
+        "",
+    )
+    row(
+        3,
+        "same, binary tensor body (BOOL in, FP64 out), rows/s",
+        _fmt(v2["binary"]),
+        f"JSON body {_fmt(v2['json'])}",
+        f"{v2['binary']['median'] / v2['json']['median']:.2f}x",
+        "",
+    )
+    many = web["hundred_rows_64_clients"]
+    row(
+        3,
+        "HTTP 100 rows/request x 64 clients, default settings, rows/s",
+        _fmt(many["rows_per_s"]),
+        f"in-process b=100 {_fmt(inproc)}",
+        f"{many['rows_per_s']['median'] / inproc['median']:.0%}",
+        "",
+    )
+    row(3, "same, answers other than 2xx (all runs)", f"{many['failed']:,}", "", "", "0")
     s = ip["sampling"]
     row(
         4,
