@@ -4,9 +4,14 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, get_args
 
 from model.config import PRESETS, preset
 from model.data import DataError
+from service.masks import OrderingMode
+
+if TYPE_CHECKING:  # model.train imports torch; the CLIs load it only when they run
+    from model.train import TrainingReport
 
 
 def _hidden_sizes(text: str) -> list[int]:
@@ -39,7 +44,7 @@ def train_parser() -> argparse.ArgumentParser:
         help="hidden layer widths, e.g. 500 or 500,500",
     )
     parser.add_argument("--masks", type=int, dest="num_masks", help="K, the pool size")
-    parser.add_argument("--ordering", choices=["random", "natural", "natural-first"])
+    parser.add_argument("--ordering", choices=get_args(OrderingMode))
     parser.add_argument(
         "--direct",
         action=argparse.BooleanOptionalAction,
@@ -62,18 +67,17 @@ def train_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def format_report(report: dict) -> str:
+def format_report(report: "TrainingReport") -> str:
     lines = [f"{'split':<6} {'best member':>12} {'mean member':>12} {'uniform':>9} {'EM':>9}"]
-    for split in ("valid", "test"):
-        r = report[split]
-        members = r["members"]
+    for split, r in (("valid", report.valid), ("test", report.test)):
+        members = r.members
         lines.append(
             f"{split:<6} {min(members):>12.3f} {sum(members) / len(members):>12.3f} "
-            f"{r['uniform_mixture']:>9.3f} {r['em_mixture']:>9.3f}"
+            f"{r.uniform_mixture:>9.3f} {r.em_mixture:>9.3f}"
         )
     lines.append(
-        f"NLL in nats per example; shipped weights: {report['weights_kind']}; "
-        f"{report['epochs_run']} epochs in {report['train_seconds'] / 60:.1f} min"
+        f"NLL in nats per example; shipped weights: {report.weights_kind}; "
+        f"{report.epochs_run} epochs in {report.train_seconds / 60:.1f} min"
     )
     return "\n".join(lines)
 

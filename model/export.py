@@ -8,6 +8,7 @@ members' own samples and random rows.
 import math
 import shutil
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from model.data import load_dataset
 from model.made import MADE
 from model.onnx_graph import OPSET, build_graph
-from model.train import TrainedModel, member_log_probs
+from model.train import SplitNll, TrainedModel, member_log_probs
 from service import artifact, parity
 from service.engine import Engine
 from service.masks import MaskPool
@@ -118,30 +119,25 @@ def build_manifest(trained: TrainedModel, onnx_path: Path) -> artifact.Manifest:
     ]
     hidden = "-".join(map(str, config.hidden_sizes)) or "none"
     return artifact.Manifest(
-        name=f"made-{data['source']}-k{pool.num_members}-h{hidden}",
+        name=f"made-{data.source}-k{pool.num_members}-h{hidden}",
         package_version=version("made-serve"),
         created_at=datetime.now(UTC),
         dim=pool.dim,
-        image_shape=tuple(data["image_shape"]) if data["image_shape"] else None,
+        image_shape=tuple(data.image_shape) if data.image_shape else None,
         hidden_sizes=list(config.hidden_sizes),
         direct_connections=config.direct,
         ordering_mode=config.ordering,
         members=members,
-        mixture_weights=report["mixture_weights"],
-        weights_kind=report["weights_kind"],
-        em_alpha=report["em_alpha"],
-        pruned_members=report.get("pruned_members"),
-        data=artifact.DataInfo(
-            source=data["source"],
-            location=data["location"],
-            binarization=data["binarization"],
-            split_sizes=data["split_sizes"],
-        ),
-        metrics={split: artifact.SplitMetrics(**report[split]) for split in ("valid", "test")},
+        mixture_weights=report.mixture_weights,
+        weights_kind=report.weights_kind,
+        em_alpha=report.em_alpha,
+        pruned_members=report.pruned_members,
+        data=data.data_info(),
+        metrics={"valid": report.valid.metrics(), "test": report.test.metrics()},
         training={
             "config": config.to_dict(),
-            "epochs_run": report["epochs_run"],
-            "train_seconds": report["train_seconds"],
+            "epochs_run": report.epochs_run,
+            "train_seconds": report.train_seconds,
             "torch": torch.__version__,
         },
         onnx=artifact.OnnxInfo(
@@ -155,7 +151,7 @@ def build_manifest(trained: TrainedModel, onnx_path: Path) -> artifact.Manifest:
 def prune_members(trained: TrainedModel) -> TrainedModel:
     """The same network keeping only the members of non-zero mixture weight: the mixture is
     unchanged and every row costs fewer member evaluations. Masks derive from the kept pool."""
-    weights = np.asarray(trained.report["mixture_weights"], dtype=np.float64)
+    weights = np.asarray(trained.report.mixture_weights, dtype=np.float64)
     keep = np.flatnonzero(weights > 0)
     if len(keep) == len(weights):
         return trained
@@ -164,14 +160,21 @@ def prune_members(trained: TrainedModel) -> TrainedModel:
     made = trained.model
     model = MADE(made.dim, made.hidden_sizes, kept, direct=made.direct is not None)
     model.load_state_dict(made.state_dict())
-    report = dict(trained.report)
-    em = np.asarray(report["em_weights"], dtype=np.float64)[keep]
-    report["mixture_weights"] = (weights[keep] / weights[keep].sum()).tolist()
-    report["em_weights"] = (em / em.sum()).tolist() if em.sum() > 0 else report["mixture_weights"]
-    report["pruned_members"] = keep.tolist()
-    for split in ("valid", "test"):
-        members = report[split]["members"]
-        report[split] = {**report[split], "members": [members[k] for k in keep]}
+    report = trained.report
+    mixture_weights = (weights[keep] / weights[keep].sum()).tolist()
+    em = np.asarray(report.em_weights, dtype=np.float64)[keep]
+
+    def kept_members(metrics: SplitNll) -> SplitNll:
+        return replace(metrics, members=[metrics.members[k] for k in keep])
+
+    report = replace(
+        report,
+        mixture_weights=mixture_weights,
+        em_weights=(em / em.sum()).tolist() if em.sum() > 0 else mixture_weights,
+        pruned_members=keep.tolist(),
+        valid=kept_members(report.valid),
+        test=kept_members(report.test),
+    )
     return TrainedModel(trained.config, model.eval(), trained.dataset_info, report)
 
 

@@ -225,8 +225,8 @@ def run_pool_study(spec: PoolStudy, runs: Path) -> dict[str, object]:
             {
                 "num_masks": k,
                 "run": str(run_dir),
-                "train_seconds": trained.report["train_seconds"],
-                "epochs_run": trained.report["epochs_run"],
+                "train_seconds": trained.report.train_seconds,
+                "epochs_run": trained.report.epochs_run,
                 "em_weights": em.tolist(),
                 **mixture_rows(log_probs, em),
                 "combinations": normalised_combinations(engine, log_probs, averaged, spec),
@@ -341,8 +341,8 @@ def pruning(spec: PoolStudy, runs: Path, results: dict[str, object]) -> dict[str
         weights[subset["kept"]] = 1.0 / len(subset["kept"])
         rule = f"backward elimination, valid within {PRUNE_TOLERANCE} nats"
     trained = load_trained(runs / spec.source / f"k{k}")
-    trained.report["mixture_weights"] = weights.tolist()
-    trained.report["weights_kind"] = "em"
+    report = replace(trained.report, mixture_weights=weights.tolist(), weights_kind="em")
+    trained = replace(trained, report=report)
     out = runs / spec.source / f"art-k{k}-pruned"
     export(trained, out, prune=True)
     rows = load_dataset(spec.source).test

@@ -5,8 +5,9 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from tqdm import tqdm
 from model.config import TrainConfig
 from model.data import Dataset, load_dataset
 from model.made import MADE
+from service.artifact import DataInfo, SplitMetrics
 from service.masks import MaskPool, draw_pool
 from service.mixture import fit_em_weights, mixture_log_prob
 
@@ -26,14 +28,83 @@ METRICS_FILE = "metrics.jsonl"
 REPORT_FILE = "report.json"
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Where the training rows came from; the manifest's ``DataInfo`` plus the image shape."""
+
+    source: str
+    location: str | None
+    binarization: str
+    image_shape: list[int] | None
+    split_sizes: dict[str, int]
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def data_info(self) -> DataInfo:
+        return DataInfo(
+            source=self.source,
+            location=self.location,
+            binarization=self.binarization,
+            split_sizes=self.split_sizes,
+        )
+
+
+@dataclass(frozen=True)
+class SplitNll:
+    """The fields of the contract's ``SplitMetrics``, unvalidated: a diverged run still writes its
+    NaN report, and export refuses it by naming the field."""
+
+    members: list[float]
+    uniform_mixture: float
+    em_mixture: float
+    shipped_mixture: float
+
+    def metrics(self) -> SplitMetrics:
+        return SplitMetrics(**asdict(self))
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    """Evaluation of the best epoch (NLL in nats per example) and the mixture weights to ship;
+    ``to_dict`` is report.json and what model.pt stores, in that key order."""
+
+    mixture_weights: list[float]
+    weights_kind: Literal["uniform", "em"]
+    em_weights: list[float]
+    em_alpha: float
+    valid: SplitNll
+    test: SplitNll
+    epochs_run: int
+    train_seconds: float
+    best_valid_uniform_nll: float
+    pruned_members: list[int] | None = None  # set by export's pruning, never by training
+
+    def to_dict(self) -> dict[str, object]:
+        report = asdict(self)
+        if self.pruned_members is None:
+            del report["pruned_members"]
+        return report
+
+    @classmethod
+    def from_dict(cls, report: dict) -> "TrainingReport":
+        return cls(
+            **{
+                **report,
+                "valid": SplitNll(**report["valid"]),
+                "test": SplitNll(**report["test"]),
+            }
+        )
+
+
 @dataclass
 class TrainedModel:
     """What export needs: the network at its best epoch, its data and its evaluation report."""
 
     config: TrainConfig
     model: MADE
-    dataset_info: dict[str, object]
-    report: dict[str, object]
+    dataset_info: DatasetInfo
+    report: TrainingReport
 
 
 def pick_device() -> torch.device:
@@ -73,18 +144,26 @@ def pool_from_state(state: dict) -> MaskPool:
     )
 
 
-def dataset_info(data: Dataset) -> dict[str, object]:
-    return {
-        "source": data.name,
-        "location": data.location,
-        "binarization": data.binarization,
-        "image_shape": list(data.image_shape) if data.image_shape else None,
-        "split_sizes": {s: len(data.split(s)) for s in ("train", "valid", "test")},
-    }
+def dataset_info(data: Dataset) -> DatasetInfo:
+    return DatasetInfo(
+        source=data.name,
+        location=data.location,
+        binarization=data.binarization,
+        image_shape=list(data.image_shape) if data.image_shape else None,
+        split_sizes={s: len(data.split(s)) for s in ("train", "valid", "test")},
+    )
 
 
-def evaluate(model: MADE, data: Dataset, em_alpha: float) -> dict[str, object]:
-    """Members, uniform mixture and EM mixture NLL on valid and test; EM weights fit on valid."""
+def evaluate(
+    model: MADE,
+    data: Dataset,
+    em_alpha: float,
+    epochs_run: int,
+    train_seconds: float,
+    best_valid_uniform_nll: float,
+) -> TrainingReport:
+    """Members, uniform mixture and EM mixture NLL on valid and test; EM weights fit on valid.
+    The run's figures (epochs, seconds, best validation NLL) go into the report as given."""
     log_probs = {split: member_log_probs(model, data.split(split)) for split in ("valid", "test")}
     k = model.num_members
     uniform = np.full(k, 1.0 / k)
@@ -95,20 +174,26 @@ def evaluate(model: MADE, data: Dataset, em_alpha: float) -> dict[str, object]:
 
     use_em = nll("valid", em) < nll("valid", uniform)
     shipped = em if use_em else uniform
-    report: dict[str, object] = {
-        "mixture_weights": shipped.tolist(),
-        "weights_kind": "em" if use_em else "uniform",
-        "em_weights": em.tolist(),
-        "em_alpha": em_alpha,
+    splits = {
+        split: SplitNll(
+            members=(-log_probs[split].mean(axis=0)).tolist(),
+            uniform_mixture=nll(split, uniform),
+            em_mixture=nll(split, em),
+            shipped_mixture=nll(split, shipped),
+        )
+        for split in ("valid", "test")
     }
-    for split in ("valid", "test"):
-        report[split] = {
-            "members": (-log_probs[split].mean(axis=0)).tolist(),
-            "uniform_mixture": nll(split, uniform),
-            "em_mixture": nll(split, em),
-            "shipped_mixture": nll(split, shipped),
-        }
-    return report
+    return TrainingReport(
+        mixture_weights=shipped.tolist(),
+        weights_kind="em" if use_em else "uniform",
+        em_weights=em.tolist(),
+        em_alpha=em_alpha,
+        valid=splits["valid"],
+        test=splits["test"],
+        epochs_run=epochs_run,
+        train_seconds=train_seconds,
+        best_valid_uniform_nll=best_valid_uniform_nll,
+    )
 
 
 class Trainer:
@@ -261,15 +346,17 @@ class Trainer:
 
     def finish(self) -> TrainedModel:
         self.model.load_state_dict(self.best_state)
-        report = evaluate(self.model, self.data, self.config.em_alpha)
-        report.update(
+        report = evaluate(
+            self.model,
+            self.data,
+            self.config.em_alpha,
             epochs_run=self.epoch,
             train_seconds=round(self.seconds, 2),
             best_valid_uniform_nll=self.best_valid,
         )
         trained = TrainedModel(self.config, self.model, dataset_info(self.data), report)
         save_trained(trained, self.out_dir / FINAL_MODEL)
-        (self.out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        (self.out_dir / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         return trained
 
 
@@ -279,8 +366,8 @@ def save_trained(trained: TrainedModel, path: Path) -> None:
             "config": trained.config.to_dict(),
             "pool": pool_to_state(trained.model.pool),
             "model": trained.model.state_dict(),
-            "dataset": trained.dataset_info,
-            "report": trained.report,
+            "dataset": trained.dataset_info.to_dict(),
+            "report": trained.report.to_dict(),
         },
         path,
     )
@@ -296,4 +383,11 @@ def load_trained(path: Path) -> TrainedModel:
     config = TrainConfig(**state["config"])
     model = build_model(config, state["pool"]["orderings"].shape[1], pool_from_state(state["pool"]))
     model.load_state_dict(state["model"])
-    return TrainedModel(config, model.eval(), state["dataset"], state["report"])
+    # model.pt holds plain dicts (weights_only loading), so runs trained before the typed report
+    # load unchanged.
+    return TrainedModel(
+        config,
+        model.eval(),
+        DatasetInfo(**state["dataset"]),
+        TrainingReport.from_dict(state["report"]),
+    )

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from service.masks import OrderingMode
+
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
@@ -100,7 +102,7 @@ class Manifest(_Strict):
     image_shape: tuple[int, int] | None = None
     hidden_sizes: list[Annotated[int, Field(ge=1)]]
     direct_connections: bool
-    ordering_mode: Literal["random", "natural", "natural-first"]
+    ordering_mode: OrderingMode
     members: list[Member]
     mixture_weights: list[Annotated[float, Field(ge=0)]]
     weights_kind: Literal["uniform", "em"]

@@ -2,6 +2,8 @@
 
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -10,7 +12,13 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from service.codec import decode_rows, rows_from_text, split_binary_inputs
-from service.errors import BodyTooLarge, InvalidBody, InvalidField, UnsupportedMediaType
+from service.errors import (
+    BodyTooLarge,
+    InvalidBody,
+    InvalidField,
+    ServiceError,
+    UnsupportedMediaType,
+)
 
 M = TypeVar("M", bound=BaseModel)
 JSON = "application/json"
@@ -40,19 +48,33 @@ async def read_body(request: Request, limit: int, media_types: tuple[str, ...] =
     return b"".join(chunks)
 
 
-def parse_body(raw: bytes, model: type[M]) -> M:
+@dataclass(frozen=True)
+class BodyErrors:
+    """How an API answers a body it cannot read: not JSON, not an object, or a field (at its
+    location) that fails the schema. /v1 and the V2 protocol differ only in these."""
+
+    not_json: Callable[[str], ServiceError]
+    not_object: Callable[[str], ServiceError]
+    invalid: Callable[[tuple[str | int, ...], str], ServiceError]
+
+
+V1_ERRORS = BodyErrors(InvalidBody, lambda message: InvalidField((), message), InvalidField)
+
+
+def parse_body(raw: bytes | memoryview, model: type[M], errors: BodyErrors = V1_ERRORS) -> M:
+    """A JSON object body validated against ``model``; repeated keys are refused on every API."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidBody(f"body is not valid JSON: {exc}") from None
+        raise errors.not_json(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise InvalidField((), f"body must be a JSON object, got {type(data).__name__}")
+        raise errors.not_object(f"body must be a JSON object, got {type(data).__name__}")
     refuse_repeated_keys(raw, data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise InvalidField(tuple(first["loc"]), first["msg"]) from None
+        raise errors.invalid(tuple(first["loc"]), first["msg"]) from None
 
 
 def refuse_repeated_keys(raw: bytes | memoryview, data: object) -> None:

@@ -3,11 +3,13 @@
 import argparse
 import logging
 import logging.config
+import os
 import signal
 import sys
 from pathlib import Path
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from service.artifact import ArtifactError
 from service.engine import Engine
@@ -46,40 +48,36 @@ def main(argv: list[str] | None = None) -> int:
     # uvicorn drains on SIGTERM, then re-raises the signal; by then the drain is done, so exit 0
     # as orchestrators expect of a clean stop.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    app: ASGIApp | str
     if settings.workers > 1:
-        # Workers are separate processes that build their own app from the environment.
-        import os
-
         logging.getLogger("made_serve").warning(
             "%d workers: /metrics reports the one worker a scrape reaches; "
             "run one worker per container for complete metrics",
             settings.workers,
         )
-        for key, value in overrides.items():
-            os.environ[f"MADE_{key.upper()}"] = str(value)
+        hand_to_workers(overrides)
         del engine  # each worker loads its own; this one only proved the artifact sound
-        uvicorn.run(
-            "service.asgi:app",
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level.lower(),
-            log_config=log_config,
-            access_log=False,  # the app logs each request itself, as JSON
-            timeout_graceful_shutdown=settings.shutdown_grace_s,
-            http=limited_protocol(settings),  # header size and read time bounds
-        )
-        return 0
-    from service.app import create_app
+        app = "service.asgi:app"
+    else:
+        from service.app import create_app
 
+        app = create_app(settings, engine=engine)
     uvicorn.run(
-        create_app(settings, engine=engine),
+        app,
         host=settings.host,
         port=settings.port,
+        workers=settings.workers,
         log_level=settings.log_level.lower(),
         log_config=log_config,
-        access_log=False,
+        access_log=False,  # the app logs each request itself, as JSON
         timeout_graceful_shutdown=settings.shutdown_grace_s,
-        http=limited_protocol(settings),
+        http=limited_protocol(settings),  # header size and read time bounds
     )
     return 0
+
+
+def hand_to_workers(overrides: dict[str, object]) -> None:
+    """Put the command line's settings in this process's environment as ``MADE_*`` variables."""
+    # uvicorn's workers are spawned interpreters that import service.asgi:app, which reads
+    # Settings from the environment they inherit: no other channel reaches them.
+    os.environ.update({f"MADE_{key.upper()}": str(value) for key, value in overrides.items()})

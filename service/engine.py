@@ -17,8 +17,9 @@ from onnx import numpy_helper
 
 from service import artifact, parity
 from service.artifact import ArtifactError, Manifest
+from service.bernoulli import bernoulli_log_prob
 from service.masks import MaskPool, input_degrees
-from service.mixture import log_weights, mixture_log_prob
+from service.mixture import mixture_log_prob, responsibilities
 from service.poe import product_log_unnormalised
 from service.sampler import MemberNet, Sampler, member_nets
 
@@ -64,8 +65,7 @@ class Completion:
 
 def log_terms(rows: np.ndarray, logits: np.ndarray) -> np.ndarray:
     """[B, K, D] log p_k(x_d | x_<d) from rows [B, D] and logits [B, K, D]."""
-    z = logits.astype(np.float64)
-    return rows[:, None, :] * z - np.logaddexp(0.0, z)
+    return bernoulli_log_prob(rows[:, None, :], logits)
 
 
 class Engine:
@@ -306,7 +306,7 @@ class Engine:
             observed = ~np.isnan(row)
             if self.prefix_members(observed)[self.active].all():
                 member = self._exact_member_log_probs(row, observed)
-                posterior = np.exp(mixture_posterior_log(member, self.weights))
+                posterior = responsibilities(member[None, :], self.weights)[0]
                 chosen = rng.choice(self.num_members, size=num_samples, p=posterior)
                 given = np.broadcast_to(row, (num_samples, self.dim))
                 uniforms = rng.random((num_samples, self.dim))
@@ -344,12 +344,6 @@ def systematic_resample(share: np.ndarray, n: int, rng: np.random.Generator) -> 
     cdf /= cdf[-1]
     points = (rng.random() + np.arange(n)) / n
     return rng.permutation(cdf.searchsorted(points, side="right"))
-
-
-def mixture_posterior_log(member_log_probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """[K] log p(k | x) from one row's member log-likelihoods."""
-    joint = member_log_probs + log_weights(weights)
-    return joint - np.logaddexp.reduce(joint)
 
 
 def member_nets_from_graph(model: onnx.ModelProto, manifest: Manifest) -> list[MemberNet]:

@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
+from pydantic import BaseModel, Field, WithJsonSchema
 
-from service.body import refuse_repeated_keys
+from service.body import BodyErrors, parse_body
 from service.errors import ServiceError
 
 INPUT = "x"
@@ -68,6 +68,13 @@ class ProtocolError(ServiceError):
 
 class ModelNotFound(ProtocolError):
     status_code = 404
+
+
+PROTOCOL_ERRORS = BodyErrors(
+    ProtocolError,
+    ProtocolError,
+    lambda loc, message: ProtocolError(f"{'.'.join(map(str, loc)) or 'body'}: {message}"),
+)
 
 
 class MetadataTensor(BaseModel):
@@ -143,19 +150,7 @@ def parse_request(raw: bytes, header_length: str | None) -> tuple[InferenceReque
     is JSON and there is no binary data.
     """
     json_part, binary = split_body(raw, header_length)
-    try:
-        data = orjson.loads(json_part)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ProtocolError(f"body must be a JSON object, got {type(data).__name__}")
-    refuse_repeated_keys(json_part, data)  # the rule of every route (service.body)
-    try:
-        return InferenceRequest.model_validate(data), binary
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "body"
-        raise ProtocolError(f"{where}: {first['msg']}") from None
+    return parse_body(json_part, InferenceRequest, PROTOCOL_ERRORS), binary
 
 
 def split_body(raw: bytes, header_length: str | None) -> tuple[bytes | memoryview, memoryview]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.bernoulli import bernoulli_log_prob
 from service.sampler import MemberNet
 
 ATOL = 1e-3  # nats
@@ -27,7 +28,6 @@ RTOL = 1e-5  # of |log p_k(x)|
 def reference_log_probs(nets: Sequence[MemberNet], rows: np.ndarray) -> np.ndarray:
     """rows [B, D] in {0, 1} -> [B, K] log p_k(x) in nats, every member's forward in float64."""
     x = rows.astype(np.float64)
-    sign = 2.0 * x - 1.0
     out = np.empty((len(rows), len(nets)))
     for k, net in enumerate(nets):  # one member at a time: float64 copies of its weights only
         h = x
@@ -36,7 +36,7 @@ def reference_log_probs(nets: Sequence[MemberNet], rows: np.ndarray) -> np.ndarr
         logits = h @ net.out_weight.T.astype(np.float64) + net.out_bias
         if net.direct is not None:
             logits += x @ net.direct.T.astype(np.float64)
-        out[:, k] = -np.logaddexp(0.0, -sign * logits).sum(axis=1)  # log sigmoid(sign * z)
+        out[:, k] = bernoulli_log_prob(x, logits).sum(axis=1)
     return out
 
 

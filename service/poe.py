@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from service.bernoulli import bernoulli_log_prob
 from service.mixture import mixture_log_prob
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def logit_average_log_prob(rows: np.ndarray, logits: np.ndarray, weights: np.nda
     weighted mean logit per dimension (unnormalised), in nats."""
     weights = np.asarray(weights, dtype=np.float64)
     z = np.einsum("nkd,k->nd", logits.astype(np.float64), weights / weights.sum())
-    return (rows * z - np.logaddexp(0.0, z)).sum(axis=1)
+    return bernoulli_log_prob(rows, z).sum(axis=1)
 
 
 @dataclass(frozen=True)

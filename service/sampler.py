@@ -19,6 +19,7 @@ import numba
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from service.bernoulli import bernoulli_log_prob
 from service.masks import MaskPool
 
 BLOCK = 32  # positions per block: small enough for cheap steps, large enough for good products
@@ -230,8 +231,7 @@ def _ancestral_members(
     x[order_rows] = placed
     observed = ~np.isnan(given_rows)
     if observed.any():
-        z = logits[slot, rank].astype(np.float64)
-        terms = np.where(observed, x_rows * z - np.logaddexp(0.0, z), 0.0)
+        terms = np.where(observed, bernoulli_log_prob(x_rows, logits[slot, rank]), 0.0)
         log_weight[order_rows] = terms.sum(axis=1)
     return x, log_weight
 
@@ -326,10 +326,6 @@ def _block_steps(
                     row[first + j] = 1.0
 
 
-def _log_sigmoid(z: np.ndarray) -> np.ndarray:
-    return -np.logaddexp(0.0, -z)
-
-
 def _incremental(
     net: MemberNet, given: np.ndarray, uniforms: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -351,8 +347,7 @@ def _incremental(
         sampled = uniforms[:, t] < 1.0 / (1.0 + np.exp(-logit))
         value = np.where(observed[:, d], given[:, d], sampled).astype(np.float32)
         if observed[:, d].any():
-            log_p = np.where(value > 0, _log_sigmoid(logit), _log_sigmoid(-logit))
-            log_weight += np.where(observed[:, d], log_p, 0.0)
+            log_weight += np.where(observed[:, d], bernoulli_log_prob(value, logit), 0.0)
         x[:, d] = value
         pre += value[:, None] * first_weight[:, d]
     return x, log_weight

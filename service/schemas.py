@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from service.artifact import Manifest, ProductNormaliser
+from service.engine import Method
 from service.settings import Settings
 
 _ENTRY = {"anyOf": [{"type": "integer", "enum": [0, 1]}, {"type": "null"}]}
@@ -96,9 +97,6 @@ class SampleRequest(_Request):
     num_samples: Samples = 1
     seed: Seed | None = None
     format: Format = "json"
-
-
-Method = Literal["exact", "importance"]
 
 
 class LogLikelihoodResponse(BaseModel):

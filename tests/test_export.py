@@ -271,7 +271,7 @@ def test_load_refuses_a_sampler_that_disagrees_with_the_weights(tiny_artifact, m
 def test_export_refuses_to_write_a_nan_manifest(tiny_trained, tmp_path):
     """A diverged run's NaN weights: ExportError naming the field, and nothing is written."""
     k = tiny_trained.model.num_members
-    report = {**tiny_trained.report, "mixture_weights": [math.nan] * k}
+    report = dataclasses.replace(tiny_trained.report, mixture_weights=[math.nan] * k)
     with pytest.raises(ExportError, match=r"manifest would be invalid: mixture_weights\.0"):
         export(dataclasses.replace(tiny_trained, report=report), tmp_path / "bad")
     assert not (tmp_path / "bad").exists()

@@ -51,7 +51,7 @@ def test_members_and_mixtures_normalise(tiny_trained):
         log_probs = made.member_log_probs(torch.as_tensor(rows)).double().numpy()
     np.testing.assert_allclose(np.exp(log_probs).sum(axis=0), 1.0, atol=1e-4)
     k = made.num_members
-    for weights in (np.full(k, 1 / k), np.array(tiny_trained.report["em_weights"])):
+    for weights in (np.full(k, 1 / k), np.array(tiny_trained.report.em_weights)):
         assert abs(np.exp(mixture_log_prob(log_probs, weights)).sum() - 1) < 1e-4
 
 

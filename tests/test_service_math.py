@@ -247,7 +247,9 @@ def disagreeing_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for layer in trained.model.layers:
             layer.weight.normal_(0.0, 2.0)
             layer.bias.normal_(0.0, 1.0)
-    report = {**trained.report, "mixture_weights": [0.55, 0.3, 0.1, 0.05], "weights_kind": "em"}
+    report = dataclasses.replace(
+        trained.report, mixture_weights=[0.55, 0.3, 0.1, 0.05], weights_kind="em"
+    )
     out = tmp_path_factory.mktemp("artifacts") / "disagree"
     export(dataclasses.replace(trained, report=report), out)
     return out

@@ -80,7 +80,9 @@ def test_pruned_export_keeps_the_mixture(tiny_trained, tmp_path: Path) -> None:
     from model.export import export
 
     weights = np.array([0.5, 0.0, 0.5, 0.0])
-    report = {**tiny_trained.report, "mixture_weights": weights.tolist(), "weights_kind": "em"}
+    report = dataclasses.replace(
+        tiny_trained.report, mixture_weights=weights.tolist(), weights_kind="em"
+    )
     trained = dataclasses.replace(tiny_trained, report=report)
     export(trained, tmp_path / "full")
     manifest, _ = export(trained, tmp_path / "pruned", prune=True)
