@@ -6,19 +6,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tests.dockerfile import read_stages
-from tests.servers import free_port, stop
+from tests.servers import free_port, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -117,20 +115,6 @@ def runtime_stage_venv(basetemp: Path) -> Path:
     return venv
 
 
-def wait_ready(http: httpx.Client, process: subprocess.Popen, log: Path) -> None:
-    """Poll /readyz until 200, the process dies, or the deadline passes."""
-    deadline = time.monotonic() + START_DEADLINE_S
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if http.get("/readyz").status_code == 200:
-                return
-        except httpx.TransportError:  # not listening yet
-            pass
-        time.sleep(0.1)  # poll interval; the loop checks the condition itself
-    pytest.fail(f"made-serve not ready within {START_DEADLINE_S} s:\n{log.read_text()}")
-
-
 @contextmanager
 def made_serve(venv: Path, artifact: Path, log: Path) -> Iterator[tuple[httpx.Client, int]]:
     """README's `made-serve --model DIR --host --port` from ``venv``, ready; it must exit 0 on
@@ -147,7 +131,7 @@ def made_serve(venv: Path, artifact: Path, log: Path) -> Iterator[tuple[httpx.Cl
         )
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
     try:
-        wait_ready(http, process, log)
+        wait_ready(f"http://127.0.0.1:{port}", process, log, START_DEADLINE_S)
         yield http, port
     finally:
         http.close()

@@ -26,7 +26,7 @@ from service.artifact import read_manifest
 from service.engine import Engine
 from service.http_limits import limited_protocol
 from service.settings import Settings
-from tests.servers import free_port, stop
+from tests.servers import free_port, http_scope, stop
 
 LIMITS = dict(max_body_bytes=1 << 20, max_rows=64, max_samples=64, max_particles=512)
 TEN_MB = 10 * 1024 * 1024
@@ -210,21 +210,8 @@ def test_a_streamed_body_past_the_limit_is_refused_before_it_is_all_read(served)
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": LL,
-        "raw_path": LL.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
-        "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-        "state": {},
-    }
+    headers = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]
+    scope = http_scope(LL, headers)
     client.portal.call(client.app, scope, receive, send)
     assert sent[0]["status"] == 413
     body = b"".join(m.get("body", b"") for m in sent[1:])

@@ -14,6 +14,7 @@ from service.app import create_app
 from service.artifact import read_manifest
 from service.request_log import JsonFormatter
 from service.settings import Settings
+from tests.servers import http_scope
 
 ROWS = [[0, 1, 0, 1, 1, 0, 0, 1], [1, 1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0]]
 
@@ -224,21 +225,7 @@ def test_a_client_gone_mid_body_is_counted_as_499_without_a_traceback(
         {"type": "http.request", "body": b'{"inputs": [[0, 1', "more_body": True},
         {"type": "http.disconnect"},
     ]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": url,
-        "raw_path": url.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
-        "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-        "state": {},
-    }
+    scope = http_scope(url, [(b"content-type", b"application/json"), (b"content-length", b"100")])
 
     async def receive() -> dict:
         return messages.pop(0)

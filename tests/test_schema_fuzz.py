@@ -10,11 +10,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
@@ -24,7 +22,7 @@ from schemathesis import GenerationMode
 from service.app import create_app
 from service.engine import Engine
 from service.settings import Settings
-from tests.servers import free_port, stop
+from tests.servers import free_port, stop, wait_ready
 
 KEY = "fuzz-key"
 EXAMPLES = 30  # per operation, mode and key configuration: about a minute for all of them
@@ -176,15 +174,3 @@ def test_the_schemathesis_cli_finds_nothing(
         stop(server, signal.SIGTERM, timeout=30)
     for run in runs:
         assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
-
-
-def wait_ready(url: str, server: subprocess.Popen, log: Path) -> None:
-    for _ in range(600):  # 60 s: polls, not synchronisation
-        assert server.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"made-serve not ready: {log.read_text()}")

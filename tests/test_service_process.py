@@ -4,35 +4,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from service import artifact
 from service.client import MadeClient
-from tests.servers import free_port, stop
+from tests.servers import free_port, stop, wait_ready
 
 pytestmark = pytest.mark.slow
 MADE_SERVE = Path(sys.executable).with_name("made-serve")
 START_DEADLINE_S = 60.0
 STOP_DEADLINE_S = 30.0
-
-
-def wait_ready(client: MadeClient, process: subprocess.Popen, log: Path) -> None:
-    """Poll /readyz until 200, the process dies, or the deadline passes."""
-    deadline = time.monotonic() + START_DEADLINE_S
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if client.ready():
-                return
-        except httpx.TransportError:  # not listening yet
-            pass
-        time.sleep(0.1)  # poll interval, not synchronisation: the loop checks the condition
-    pytest.fail(f"made-serve not ready within {START_DEADLINE_S} s")
 
 
 def test_serve_answer_and_stop(tmp_path: Path, tiny_artifact: Path) -> None:
@@ -45,7 +29,7 @@ def test_serve_answer_and_stop(tmp_path: Path, tiny_artifact: Path) -> None:
         )
     client = MadeClient(f"http://127.0.0.1:{port}", timeout=10)
     try:
-        wait_ready(client, process, log)
+        wait_ready(f"http://127.0.0.1:{port}", process, log, START_DEADLINE_S)
         assert client.model()["dim"] == 8
         rows = np.array([[0, 1, 1, 0, 0, 1, 0, 1], [1, np.nan, 0, 1, np.nan, 0, 0, 1]])
         answer = client.log_likelihood(rows, seed=1)

@@ -5,7 +5,6 @@ Content-Type), every answer equal to ``/v1/log-likelihood`` for the same rows.""
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -18,7 +17,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from service.artifact import Manifest, read_manifest
-from tests.servers import free_port, stop
+from tests.servers import free_port, stop, wait_ready
 
 pytestmark = pytest.mark.slow
 MADE_SERVE = Path(sys.executable).with_name("made-serve")
@@ -41,20 +40,6 @@ def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield f"127.0.0.1:{port}"
     finally:
         stop(process, signal.SIGTERM, 30.0)
-
-
-def wait_ready(base_url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_DEADLINE_S
-    with httpx.Client(base_url=base_url, timeout=5) as http:
-        while time.monotonic() < deadline:
-            assert process.poll() is None, log.read_text()
-            try:
-                if http.get("/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:  # not listening yet
-                pass
-            time.sleep(0.1)  # poll interval, not synchronisation: the loop checks the condition
-    pytest.fail(f"made-serve not ready within {START_DEADLINE_S} s")
 
 
 @pytest.fixture(scope="module")
