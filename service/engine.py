@@ -8,7 +8,6 @@ import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import onnx
@@ -19,11 +18,9 @@ from service import artifact, parity
 from service.artifact import ArtifactError, Manifest
 from service.bernoulli import bernoulli_log_prob
 from service.masks import MaskPool, input_degrees
-from service.mixture import mixture_log_prob, responsibilities
+from service.mixture import Method, mixture_log_prob, responsibilities
 from service.poe import product_log_unnormalised
 from service.sampler import MemberNet, Sampler, member_nets
-
-Method = Literal["exact", "importance"]
 
 
 class Cancelled(Exception):

@@ -3,7 +3,12 @@
 Pure numpy on [N, K] matrices of member log-likelihoods (nats), used by trainer and service alike.
 """
 
+from typing import Literal
+
 import numpy as np
+
+# How a likelihood of observed entries was found: exactly, or by importance sampling over members.
+Method = Literal["exact", "importance"]
 
 
 def log_weights(weights: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from service.artifact import Manifest, ProductNormaliser
-from service.engine import Method
+from service.mixture import Method
 from service.settings import Settings
 
 _ENTRY = {"anyOf": [{"type": "integer", "enum": [0, 1]}, {"type": "null"}]}
