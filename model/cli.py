@@ -153,7 +153,7 @@ def export_main(argv: list[str] | None = None) -> int:
         return 2
     print(
         f"wrote {args.out} ({manifest.name}, {manifest.onnx.num_bytes / 1e6:.1f} MB, "
-        f"sha256 {manifest.onnx.sha256[:12]}, parity gap {gap:.1e} nats, "
+        f"sha256 {manifest.onnx.sha256[:12]}, largest onnxruntime-float64 gap {gap:.1e} nats, "
         f"test NLL {manifest.metrics['test'].shipped_mixture:.3f})"
     )
     return 0
