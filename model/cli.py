@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, get_args
 
 from model.config import PRESETS, preset
 from model.data import DataError
-from service.masks import OrderingMode
+from service.contract.masks import OrderingMode
 
 if TYPE_CHECKING:  # model.train imports torch; the CLIs load it only when they run
     from model.train import TrainingReport

@@ -3,7 +3,7 @@
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
-from service.masks import OrderingMode
+from service.contract.masks import OrderingMode
 
 
 @dataclass(frozen=True)

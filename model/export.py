@@ -1,8 +1,8 @@
 """Export a trained pool to an artifact directory: ``model.onnx`` + ``manifest.json``.
 
 Refuses to write an artifact whose onnxruntime (or torch) log-likelihoods differ from a float64
-evaluation of the trained weights by more than ``service.parity``'s tolerance on real rows, the
-members' own samples and random rows.
+evaluation of the trained weights by more than ``service.contract.parity``'s tolerance on real
+rows, the members' own samples and random rows.
 """
 
 import math
@@ -21,13 +21,13 @@ from pydantic import ValidationError
 
 from model.data import load_dataset
 from model.made import MADE
+from model.normaliser import CONFIDENCE, estimate_log_normaliser, product_sampler
 from model.onnx_graph import OPSET, build_graph
 from model.train import SplitNll, TrainedModel, member_log_probs
-from service import artifact, parity
-from service.engine import Engine
-from service.masks import MaskPool
-from service.poe import CONFIDENCE, estimate_log_normaliser, product_sampler
-from service.sampler import MemberNet, Sampler, member_nets
+from service.contract import artifact, parity
+from service.contract.masks import MaskPool
+from service.contract.sampler import MemberNet, Sampler, member_nets
+from service.inference.engine import Engine
 
 PARITY_ROWS = 256  # of each kind: real, sampled, random
 
@@ -81,7 +81,8 @@ def parity_inputs(trained: TrainedModel, seed: int = 0) -> dict[str, np.ndarray]
 
 def check_parity(trained: TrainedModel, model_bytes: bytes, rows: dict[str, np.ndarray]) -> float:
     """Compare onnxruntime's and torch's member log-likelihoods on each kind of rows with a float64
-    evaluation of the trained weights; raise ExportError past ``service.parity``'s tolerance.
+    evaluation of the trained weights; raise ExportError past the tolerance of
+    ``service.contract.parity``.
 
     Returns the largest |onnxruntime - float64| in nats.
     """

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from service.masks import MaskPool
+from service.contract.masks import MaskPool
 
 
 class MaskedLinear(nn.Linear):

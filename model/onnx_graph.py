@@ -11,7 +11,7 @@ u = 2^-24 the sums of c terms and then of D/c chunks lose at most (c + D/c) u |L
 bound for sums of one sign), and each chunk's product of c factors in [1/2, 1] with its log at
 most about 4 c u, given Sigmoid and Log within 4 ulps (as measured for onnxruntime's): in all
 |L_float32 - L| <= (c + D/c + 5) u |L| + 4 D u for the graph's own logits, 4.5e-6 |L| + 1.9e-4
-nats at D = 784 (c = 56). The parity checks (``service.parity``) allow for this and for the
+nats at D = 784 (c = 56). The parity checks (``service.contract.parity``) allow for this and for the
 logits' own rounding.
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from service import artifact
-from service.masks import MaskPool
+from service.contract import artifact
+from service.contract.masks import MaskPool
 
 OPSET = 17
 MAX_CHUNK = 64  # sigmoid(|z|) >= 1/2, so a product of 64 of them is >= 2^-64

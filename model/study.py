@@ -16,15 +16,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from model.config import TrainConfig, preset
-from service.engine import Engine
-from service.mixture import fit_em_weights, mixture_log_prob
-from service.poe import (
+from model.normaliser import (
     estimate_log_normaliser,
     logit_average_log_prob,
     logit_average_sampler,
-    product_log_unnormalised,
     product_sampler,
 )
+from service.contract.mixture import fit_em_weights, mixture_log_prob, product_log_unnormalised
+from service.inference.engine import Engine
 
 if TYPE_CHECKING:
     from model.train import TrainedModel
@@ -253,7 +252,7 @@ def run_pool_study(spec: PoolStudy, runs: Path) -> dict[str, object]:
 def study_shipped(artifact: Path, figures: Path, max_samples: int, seed: int) -> dict[str, object]:
     """PoE and logit averaging of a shipped artifact, plus grids of its samples and completions."""
     from model.data import load_dataset
-    from service.png import grid_png
+    from service.transport.png import grid_png
 
     engine = Engine.load(artifact)
     manifest = engine.manifest
@@ -286,7 +285,7 @@ def completions_grid(
     rng: np.random.Generator,
 ) -> dict[str, object]:
     """Each row: the original, its top half, then five draws of the bottom half given the top."""
-    from service.png import grid_png
+    from service.transport.png import grid_png
 
     half = shape[0] // 2 * shape[1]
     given = images.copy()

@@ -16,9 +16,9 @@ from tqdm import tqdm
 from model.config import TrainConfig
 from model.data import Dataset, load_dataset
 from model.made import MADE
-from service.artifact import DataInfo, SplitMetrics
-from service.masks import MaskPool, draw_pool
-from service.mixture import fit_em_weights, mixture_log_prob
+from service.contract.artifact import DataInfo, SplitMetrics
+from service.contract.masks import MaskPool, draw_pool
+from service.contract.mixture import fit_em_weights, mixture_log_prob
 
 log = logging.getLogger(__name__)
 

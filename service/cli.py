@@ -11,11 +11,11 @@ from pathlib import Path
 import uvicorn
 from starlette.types import ASGIApp
 
-from service.artifact import ArtifactError
-from service.engine import Engine
-from service.http_limits import limited_protocol
-from service.request_log import logging_config
+from service.contract.artifact import ArtifactError
+from service.inference.engine import Engine
 from service.settings import Settings
+from service.transport.http_limits import limited_protocol
+from service.transport.request_log import logging_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         del engine  # each worker loads its own; this one only proved the artifact sound
         app = "service.asgi:app"
     else:
-        from service.app import create_app
+        from service.transport.app import create_app
 
         app = create_app(settings, engine=engine)
     uvicorn.run(

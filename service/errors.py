@@ -4,7 +4,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.requests import ClientDisconnect
 
-from service.responses import NumpyJSONResponse
+from service.transport.responses import NumpyJSONResponse
 
 RETRY_AFTER_SECONDS = 1
 

@@ -128,9 +128,9 @@ def served(artifact: Path, **settings: object) -> Iterator["MadeClient"]:
     """A MadeClient on an in-process app (lifespan run); every JSON response is parsed strictly."""
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
     from service.client import MadeClient
     from service.settings import Settings
+    from service.transport.app import create_app
 
     def check(response: httpx.Response) -> None:
         if response.headers.get("content-type", "").startswith("application/json"):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.batcher import Admission, Batcher, BatchStats, Throughput
 from service.errors import Unavailable
+from service.inference.batcher import Admission, Batcher, BatchStats, Throughput
 from service.settings import Settings
+from service.transport.app import create_app
 from tests.conftest import TINY_DIM, run_async
 
 MNIST_DIM = 784

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.engine import Engine
+from service.inference.engine import Engine
 from service.settings import Settings
+from service.transport.app import create_app
 
 KEY = "s3cret-key"
 # Probes stay open; so does the V2 protocol's health group (server metadata, live/ready probes).

@@ -17,10 +17,11 @@ from fastapi.testclient import TestClient
 from onnx import numpy_helper
 
 from model.onnx_graph import build_graph
-from service import artifact, cli
-from service.app import create_app
-from service.masks import draw_pool
+from service import cli
+from service.contract import artifact
+from service.contract.masks import draw_pool
 from service.settings import Settings
+from service.transport.app import create_app
 
 ADMIN_KEY = "admin-key"
 
@@ -284,7 +285,7 @@ def test_a_consistent_normaliser_loads(tmp_path, tiny_artifact):
     art = tmp_path / "art"
     shutil.copytree(tiny_artifact, art)
     with_normaliser()(art)
-    from service.engine import Engine
+    from service.inference.engine import Engine
 
     assert Engine.load(art).manifest.product_normaliser.upper_bound == NORMALISER["upper_bound"]
 
@@ -296,7 +297,7 @@ def test_weights_summing_to_1_within_the_tolerance_are_served(tmp_path, tiny_art
     shutil.copytree(tiny_artifact, art)
     k = len(manifest_of(art)["members"])
     edit_manifest(lambda m: m.update(mixture_weights=[(1 + 5e-7) / k] * k))(art)
-    from service.engine import Engine
+    from service.inference.engine import Engine
 
     samples = Engine.load(art).sample(4, np.random.default_rng(0))
     assert samples.shape == (4, manifest_of(art)["dim"])
@@ -307,6 +308,6 @@ def test_the_untouched_copy_loads(tmp_path, tiny_artifact):
     art = tmp_path / "art"
     shutil.copytree(tiny_artifact, art)
     reseal(art)
-    from service.engine import Engine
+    from service.inference.engine import Engine
 
     assert Engine.load(art).dim == manifest_of(art)["dim"]

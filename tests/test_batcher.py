@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from service.batcher import Admission, Batcher, Throughput
+from service.inference.batcher import Admission, Batcher, Throughput
 from tests.conftest import run_async
 
 NEVER = 3600.0  # seconds: no batch here waits for its delay to run out

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from model.data import load_dataset
-from service import artifact
-from service.engine import Engine
+from service.contract import artifact
+from service.inference.engine import Engine
 from tests.dockerfile import read_stages, runtime_stage
 from tests.stage_venvs import (
     README,

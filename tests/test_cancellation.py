@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.engine import Cancelled, Engine
+from service.inference.engine import Cancelled, Engine
 from service.settings import Settings
+from service.transport.app import create_app
 
 # Only the last two entries observed: a prefix of no member's ordering, so every row takes the
 # importance path, one row at a time.

@@ -8,7 +8,7 @@ import pytest
 
 from model.cli import export_main, train_main
 from model.data import load_dataset
-from service import artifact
+from service.contract import artifact
 
 
 def test_train_export_load_digits(tmp_path, capsys):

@@ -7,9 +7,9 @@ import httpx
 import numpy as np
 import pytest
 
-from service.app import create_app
 from service.client import AsyncMadeClient, MadeClient, MadeClientError, encode_rows
 from service.settings import Settings
+from service.transport.app import create_app
 from tests.conftest import run_async, served
 
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.body import parse_rows_body
-from service.codec import decode_rows, rows_from_text, split_binary_inputs
-from service.schemas import LogLikelihoodRequest
+from service.transport.body import parse_rows_body
+from service.transport.codec import decode_rows, rows_from_text, split_binary_inputs
+from service.transport.schemas import LogLikelihoodRequest
 
 DIM, IMAGE = 6, (2, 3)
 

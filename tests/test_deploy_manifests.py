@@ -12,8 +12,8 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from service.app import create_app
 from service.settings import Settings
+from service.transport.app import create_app
 from tests.dockerfile import read_stages, runtime_stage
 
 ROOT = Path(__file__).resolve().parents[1]

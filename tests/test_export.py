@@ -17,11 +17,11 @@ from model import export as export_module
 from model.export import ExportError, check_parity, export, onnx_model, trained_nets
 from model.onnx_graph import build_graph, reduction_error_bound
 from model.train import TrainedModel, member_log_probs
-from service import artifact, parity
-from service.engine import Engine
-from service.masks import draw_pool
-from service.mixture import mixture_log_prob
-from service.sampler import Sampler
+from service.contract import artifact, parity
+from service.contract.masks import draw_pool
+from service.contract.mixture import mixture_log_prob
+from service.contract.sampler import Sampler
+from service.inference.engine import Engine
 from tests.conftest import train_tiny
 from tests.test_bad_artifacts import reseal
 from tests.test_made import all_binary

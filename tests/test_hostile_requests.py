@@ -21,11 +21,11 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from model.cli import export_main, train_main
-from service.app import create_app
-from service.artifact import read_manifest
-from service.engine import Engine
-from service.http_limits import limited_protocol
+from service.contract.artifact import read_manifest
+from service.inference.engine import Engine
 from service.settings import Settings
+from service.transport.app import create_app
+from service.transport.http_limits import limited_protocol
 from tests.servers import free_port, http_scope, stop
 
 LIMITS = dict(max_body_bytes=1 << 20, max_rows=64, max_samples=64, max_particles=512)

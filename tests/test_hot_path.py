@@ -9,13 +9,13 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.engine import Engine
 from service.errors import InvalidBody, RequestTimeout, ServiceError, Unavailable
-from service.hot_path import HotLikelihood
-from service.routes import v1
-from service.runtime import Runtime
+from service.inference.engine import Engine
+from service.inference.state import ServingState
 from service.settings import Settings
+from service.transport.app import create_app
+from service.transport.hot_path import HotLikelihood
+from service.transport.routes import v1
 from tests.conftest import run_async
 
 KEY = "hot-key"
@@ -75,7 +75,7 @@ def call(hot: HotLikelihood, body: bytes, header_list=None, messages=None) -> di
 
 
 def hot_route(engine: Engine, **settings: object) -> tuple[HotLikelihood, FastAPIStandIn]:
-    runtime = Runtime(settings=Settings(**settings), engine=engine, ready=True)
+    runtime = ServingState(settings=Settings(**settings), engine=engine, ready=True)
     stand_in = FastAPIStandIn()
     return HotLikelihood(stand_in, runtime, ROUTE), stand_in
 
@@ -177,7 +177,8 @@ def test_a_client_gone_mid_body_is_recorded_as_499_and_costs_nothing(engine: Eng
 def test_a_body_the_server_gives_up_on_is_answered_here(
     engine: Engine, error: ServiceError
 ) -> None:
-    """service.http_limits makes receive() raise; the hot route answers like the FastAPI one."""
+    """service.transport.http_limits makes receive() raise; the hot route answers like the
+    FastAPI one."""
     hot, stand_in = hot_route(engine)
 
     async def receive() -> dict:

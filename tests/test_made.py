@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from model.made import MADE
-from service.masks import draw_pool
-from service.mixture import fit_em_weights, mixture_log_prob
+from service.contract.masks import draw_pool
+from service.contract.mixture import fit_em_weights, mixture_log_prob
 
 
 def all_binary(dim: int) -> np.ndarray:

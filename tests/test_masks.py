@@ -2,7 +2,7 @@
 ordering, a member's network reads output d only from inputs earlier in its ordering, and it
 reads every earlier input that its degrees connect.
 
-What ``service.masks`` guarantees, stated in degrees (input degree = 1-based position):
+What ``service.contract.masks`` guarantees, stated in degrees (input degree = 1-based position):
 - soundness: output d is connected to input i (through the layers or directly) only if
   degree(i) < degree(d);
 - through the layers, d reads i exactly when a chain of non-decreasing hidden degrees
@@ -17,7 +17,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.masks import MaskPool, draw_pool, hidden_degrees, input_degrees
+from service.contract.masks import MaskPool, draw_pool, hidden_degrees, input_degrees
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None)
 

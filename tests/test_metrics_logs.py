@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.app import create_app
-from service.artifact import read_manifest
-from service.request_log import JsonFormatter
+from service.contract.artifact import read_manifest
 from service.settings import Settings
+from service.transport.app import create_app
+from service.transport.request_log import JsonFormatter
 from tests.servers import http_scope
 
 ROWS = [[0, 1, 0, 1, 1, 0, 0, 1], [1, 1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0]]

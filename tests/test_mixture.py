@@ -8,7 +8,7 @@ flattening one (alpha > 1) must raise it, and large alpha must approach uniform 
 import numpy as np
 import pytest
 
-from service.mixture import fit_em_weights, mixture_log_prob, responsibilities
+from service.contract.mixture import fit_em_weights, mixture_log_prob, responsibilities
 
 ALPHAS = (0.3, 0.9, 2.0, 10.0, 100.0)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 SCRIPT = """
 import sys
 from fastapi.testclient import TestClient
-from service.app import create_app
+from service.transport.app import create_app
 from service.settings import Settings
 
 with TestClient(create_app(Settings(model_dir=sys.argv[1]))) as http:

@@ -23,8 +23,8 @@ import numpy as np
 import psutil
 import pytest
 
-from service.batcher import measured_rows_per_s
-from service.engine import Engine
+from service.inference.batcher import measured_rows_per_s
+from service.inference.engine import Engine
 from service.settings import Settings, available_cpus
 from tests.conftest import TINY_DIM, export_tiny, run_async
 from tests.servers import free_port
@@ -161,8 +161,8 @@ def test_a_request_past_its_timeout_gets_503_and_its_work_is_dropped(tiny_artifa
     """The batch waits longer than the request may: the client hears 503, the model never runs."""
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
     from service.settings import Settings
+    from service.transport.app import create_app
 
     engine = Engine.load(tiny_artifact)
     calls: list[int] = []

@@ -6,19 +6,18 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.engine import Engine
-from service.poe import (
+from model.normaliser import (
     bernstein_upper,
     estimate_log_normaliser,
     logit_average_log_prob,
     logit_average_sampler,
-    product_log_unnormalised,
-    product_log_weights,
     product_sampler,
     rejection_sample_product,
 )
+from service.contract.mixture import product_log_unnormalised, product_log_weights
+from service.inference.engine import Engine
 from service.settings import Settings
+from service.transport.app import create_app
 from tests.conftest import train_tiny, write_splits
 from tests.test_service_math import all_binary, index_of, tv_bound
 

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model.onnx_graph import OPSET, build_graph
-from service import artifact
-from service.engine import Engine
-from service.masks import draw_pool
+from service.contract import artifact
+from service.contract.masks import draw_pool
+from service.inference.engine import Engine
 
 PROPERTY_SETTINGS = settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from model.export import export
-from service import artifact
-from service.app import create_app
-from service.engine import Engine
+from service.contract import artifact
+from service.inference.engine import Engine
 from service.settings import Settings
+from service.transport.app import create_app
 from tests.conftest import train_tiny
 
 KEY = "reload-key"

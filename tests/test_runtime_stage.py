@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.engine import Engine
+from service.inference.engine import Engine
 from tests.dockerfile import runtime_stage
 from tests.stage_venvs import (
     clean_env,

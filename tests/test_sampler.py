@@ -5,8 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from service.masks import draw_pool
-from service.sampler import (
+from service.contract.masks import draw_pool
+from service.contract.sampler import (
     BLOCK,
     MemberNet,
     ancestral,

@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from service.app import create_app
-from service.engine import Engine
+from service.inference.engine import Engine
 from service.settings import Settings
+from service.transport.app import create_app
 from tests.servers import free_port, stop, wait_ready
 
 KEY = "fuzz-key"

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import artifact
 from service.client import MadeClient
+from service.contract import artifact
 from tests.servers import free_port, stop, wait_ready
 
 pytestmark = pytest.mark.slow

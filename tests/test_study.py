@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from model.study import TINY, main
-from service.engine import Engine
+from service.inference.engine import Engine
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -7,7 +7,7 @@ import torch
 
 from model.export import export
 from model.train import FINAL_MODEL, REPORT_FILE, SplitNll, TrainingReport, load_trained
-from service import artifact
+from service.contract import artifact
 from tests.conftest import train_tiny
 
 REPORT_KEYS = [

@@ -16,7 +16,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from service.artifact import Manifest, read_manifest
+from service.contract.artifact import Manifest, read_manifest
 from tests.servers import free_port, stop, wait_ready
 
 pytestmark = pytest.mark.slow

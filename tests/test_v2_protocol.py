@@ -9,9 +9,9 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.artifact import Manifest, read_manifest
+from service.contract.artifact import Manifest, read_manifest
 from service.settings import Settings
+from service.transport.app import create_app
 
 ROWS = [[0, 1, 0, 1, 1, 0, 0, 1], [1, 1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0]]
 SHAPE = [len(ROWS), len(ROWS[0])]

@@ -10,9 +10,9 @@ import numpy as np
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
-from service.body import parse_rows_body, read_body
-from service.responses import NumpyJSONResponse
-from service.schemas import LogLikelihoodRequest
+from service.transport.body import parse_rows_body, read_body
+from service.transport.responses import NumpyJSONResponse
+from service.transport.schemas import LogLikelihoodRequest
 
 DIM = 784
 IMAGE = (28, 28)

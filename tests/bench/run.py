@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from functools import partial
 
-from service.engine import Engine
+from service.inference.engine import Engine
 from service.settings import available_cpus
 from tests.bench import bench_http, bench_inprocess
 from tests.bench.common import RESULTS, machine, reference_artifact, spread

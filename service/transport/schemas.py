@@ -1,7 +1,7 @@
 """Request and response bodies of the /v1 API.
 
-``inputs`` is typed ``Any`` for pydantic and decoded by ``service.codec`` straight into numpy; its
-documented schema is given explicitly so OpenAPI still shows rows of 0, 1 or null.
+``inputs`` is typed ``Any`` for pydantic and decoded by ``service.transport.codec`` straight into
+numpy; its documented schema is given explicitly so OpenAPI still shows rows of 0, 1 or null.
 """
 
 import copy
@@ -17,8 +17,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from service.artifact import Manifest, ProductNormaliser
-from service.mixture import Method
+from service.contract.artifact import Manifest, ProductNormaliser
+from service.contract.mixture import Method
 from service.settings import Settings
 
 _ENTRY = {"anyOf": [{"type": "integer", "enum": [0, 1]}, {"type": "null"}]}

@@ -8,14 +8,14 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from service.artifact import ArtifactError
-from service.auth import require_admin_key
-from service.body import refuse_repeated_keys
-from service.engine import Engine
+from service.contract.artifact import ArtifactError
 from service.errors import ArtifactRejected, InvalidField
-from service.routes.v1 import ERRORS
-from service.runtime import runtime_of
-from service.schemas import ErrorBody
+from service.inference.engine import Engine
+from service.inference.state import runtime_of
+from service.transport.auth import require_admin_key
+from service.transport.body import refuse_repeated_keys
+from service.transport.routes.v1 import ERRORS
+from service.transport.schemas import ErrorBody
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin_key)])
 

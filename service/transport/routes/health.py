@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter, Request
 
-from service.responses import NumpyJSONResponse
-from service.runtime import runtime_of
+from service.inference.state import runtime_of
+from service.transport.responses import NumpyJSONResponse
 
 router = APIRouter(tags=["health"])
 

@@ -18,33 +18,30 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-from service.bernoulli import bernoulli_log_prob
-from service.mixture import mixture_log_prob
+from service.contract.bernoulli import bernoulli_log_prob
+from service.contract.mixture import product_log_weights
 
-if TYPE_CHECKING:
-    from service.engine import Engine
+
+class SampledModel(Protocol):
+    """What the samplers below need of a loaded artifact (service.inference.engine.Engine)."""
+
+    weights: np.ndarray  # [K]
+
+    def sample(self, num_samples: int, rng: np.random.Generator) -> np.ndarray: ...
+
+    def member_log_probs(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def forward(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 log = logging.getLogger(__name__)
 
 CONFIDENCE = 0.95
 FORWARD_BATCH = 1000  # rows per onnxruntime call when the [B, K, D] logits are needed
-
-
-def product_log_unnormalised(member_log_probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """[N, K] log p_k(x) -> [N] sum_k w_k log p_k(x); members of weight 0 do not count."""
-    weights = np.asarray(weights, dtype=np.float64)
-    active = weights > 0
-    return member_log_probs[:, active] @ weights[active]
-
-
-def product_log_weights(member_log_probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """[N] log r(x) = log(geometric / arithmetic mean of the p_k), <= 0 up to rounding."""
-    geometric = product_log_unnormalised(member_log_probs, weights)
-    return np.minimum(geometric - mixture_log_prob(member_log_probs, weights), 0.0)
 
 
 def logit_average_log_prob(rows: np.ndarray, logits: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -164,7 +161,7 @@ def rejection_sample_product(
     return np.concatenate(kept)[:num_samples], count / drawn
 
 
-def product_sampler(engine: "Engine", rng: np.random.Generator) -> Callable[[int], np.ndarray]:
+def product_sampler(engine: SampledModel, rng: np.random.Generator) -> Callable[[int], np.ndarray]:
     """n -> [n] log r(x) of the PoE (the artifact's weights) for n exact mixture draws."""
     return lambda n: product_log_weights(
         engine.member_log_probs(engine.sample(n, rng)), engine.weights
@@ -172,7 +169,7 @@ def product_sampler(engine: "Engine", rng: np.random.Generator) -> Callable[[int
 
 
 def logit_average_sampler(
-    engine: "Engine", rng: np.random.Generator
+    engine: SampledModel, rng: np.random.Generator
 ) -> Callable[[int], np.ndarray]:
     """n -> [n] log(f(x) / q(x)), f the uniform logit average and q the artifact's mixture."""
     uniform = np.ones(len(engine.weights))

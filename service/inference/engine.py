@@ -14,13 +14,17 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from service import artifact, parity
-from service.artifact import ArtifactError, Manifest
-from service.bernoulli import bernoulli_log_prob
-from service.masks import MaskPool, input_degrees
-from service.mixture import Method, mixture_log_prob, responsibilities
-from service.poe import product_log_unnormalised
-from service.sampler import MemberNet, Sampler, member_nets
+from service.contract import artifact, parity
+from service.contract.artifact import ArtifactError, Manifest
+from service.contract.bernoulli import bernoulli_log_prob
+from service.contract.masks import MaskPool, input_degrees
+from service.contract.mixture import (
+    Method,
+    mixture_log_prob,
+    product_log_unnormalised,
+    responsibilities,
+)
+from service.contract.sampler import MemberNet, Sampler, member_nets
 
 
 class Cancelled(Exception):
@@ -107,7 +111,8 @@ class Engine:
         does not compute its own weights (a tampered graph), or a sampler that does not.
 
         onnxruntime and the sampler are each compared with a float64 evaluation of ``nets``
-        (``service.parity``) on the members' own samples and on random rows of every density.
+        (``service.contract.parity``) on the members' own samples and on random rows of every
+        density.
         """
         rng = np.random.default_rng(0)
         members = np.repeat(np.arange(self.num_members), SMOKE_ROWS)
@@ -164,7 +169,7 @@ class Engine:
 
     def product(self, per_member: np.ndarray) -> np.ndarray:
         """[B, K] member log-likelihoods -> [B] log p(x) of the product of experts, normalised by
-        the manifest's estimated log Z (see ``service.poe``)."""
+        the manifest's estimated log Z (see ``model.normaliser``)."""
         normaliser = self.manifest.product_normaliser
         if normaliser is None:
             raise ValueError("this artifact has no product-of-experts normaliser")

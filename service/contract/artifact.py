@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from service.masks import OrderingMode
+from service.contract.masks import OrderingMode
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -75,7 +75,7 @@ class OnnxInfo(_Strict):
 
 class ProductNormaliser(_Strict):
     """log Z of the product of experts, sum_k w_k log p_k(x) - log Z, estimated at export by
-    importance sampling from the mixture (``service.poe``); nats."""
+    importance sampling from the mixture (``model.normaliser``); nats."""
 
     log_z: float
     standard_error: float = Field(ge=0, description="Of the log Z estimate (delta method).")

@@ -16,10 +16,11 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from service.body import JSON, read_body
-from service.engine import Engine
 from service.errors import ServiceError
-from service.inference_protocol import (
+from service.inference.engine import Engine
+from service.inference.state import runtime_of
+from service.transport.body import JSON, read_body
+from service.transport.inference_protocol import (
     BINARY_EXTENSION,
     HEADER_LENGTH,
     INPUT,
@@ -39,8 +40,7 @@ from service.inference_protocol import (
     log_likelihood_output,
     parse_request,
 )
-from service.responses import NumpyJSONResponse
-from service.runtime import runtime_of
+from service.transport.responses import NumpyJSONResponse
 
 PREFIX = "/v2"
 PLATFORM = "onnxruntime_onnx"

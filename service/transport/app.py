@@ -11,18 +11,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.artifact import Manifest
-from service.auth import require_api_key
-from service.engine import Engine
+from service.contract.artifact import Manifest
 from service.errors import install_error_handlers
-from service.hot_path import HotLikelihood
-from service.memory import release_free_heap
-from service.metrics import Metrics
-from service.request_log import RequestLogMiddleware
-from service.routes import admin, health, metrics, page, v1, v2
-from service.runtime import Runtime
-from service.schemas import served_openapi
+from service.inference.engine import Engine
+from service.inference.memory import release_free_heap
+from service.inference.state import ServingState
 from service.settings import Settings
+from service.transport.auth import require_api_key
+from service.transport.hot_path import HotLikelihood
+from service.transport.metrics import Metrics
+from service.transport.request_log import RequestLogMiddleware
+from service.transport.routes import admin, health, metrics, page, v1, v2
+from service.transport.schemas import served_openapi
 
 log = logging.getLogger("made_serve")
 
@@ -55,7 +55,8 @@ class ServiceApp(FastAPI):
 
     def openapi(self) -> dict[str, Any]:
         """FastAPI's document made true for the model served now and the key (see
-        ``service.schemas.served_openapi``), built again only when a reload changes the model."""
+        ``service.transport.schemas.served_openapi``), built again only when a reload changes the
+        model."""
         runtime = self.state.runtime
         manifest = runtime.engine.manifest if runtime.engine is not None else None
         if self.served_document is None or self.served_document[0] is not manifest:
@@ -67,7 +68,7 @@ class ServiceApp(FastAPI):
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> ServiceApp:
     """Build the app; pass ``engine`` to serve an already loaded model (tests do)."""
     settings = settings or Settings()
-    runtime = Runtime(settings=settings)
+    runtime = ServingState(settings=settings)
     observed = Metrics(runtime)
 
     @asynccontextmanager

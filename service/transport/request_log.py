@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from service.errors import INTERNAL_ERROR, Unavailable, error_response
-from service.metrics import Metrics, method_label
+from service.transport.metrics import Metrics, method_label
 
 REQUEST_ID_HEADER = b"x-request-id"
 MAX_REQUEST_ID = 128

@@ -11,7 +11,6 @@ import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from service.codec import decode_rows, rows_from_text, split_binary_inputs
 from service.errors import (
     BodyTooLarge,
     InvalidBody,
@@ -19,6 +18,7 @@ from service.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
+from service.transport.codec import decode_rows, rows_from_text, split_binary_inputs
 
 M = TypeVar("M", bound=BaseModel)
 JSON = "application/json"

@@ -5,7 +5,7 @@ from importlib.resources import files
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
-STATIC = files("service") / "static"
+STATIC = files("service.transport") / "static"
 MEDIA_TYPES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",

@@ -19,8 +19,8 @@ import numba
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from service.bernoulli import bernoulli_log_prob
-from service.masks import MaskPool
+from service.contract.bernoulli import bernoulli_log_prob
+from service.contract.masks import MaskPool
 
 BLOCK = 32  # positions per block: small enough for cheap steps, large enough for good products
 _BLAS = ThreadpoolController()

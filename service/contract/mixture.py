@@ -55,3 +55,17 @@ def fit_em_weights(
             break
         previous = objective
     return weights
+
+
+# The product of experts: log p(x) = sum_k w_k log p_k(x) - log Z (Z estimated offline).
+def product_log_unnormalised(member_log_probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """[N, K] log p_k(x) -> [N] sum_k w_k log p_k(x); members of weight 0 do not count."""
+    weights = np.asarray(weights, dtype=np.float64)
+    active = weights > 0
+    return member_log_probs[:, active] @ weights[active]
+
+
+def product_log_weights(member_log_probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """[N] log r(x) = log(geometric / arithmetic mean of the p_k), <= 0 up to rounding."""
+    geometric = product_log_unnormalised(member_log_probs, weights)
+    return np.minimum(geometric - mixture_log_prob(member_log_probs, weights), 0.0)

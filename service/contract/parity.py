@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.bernoulli import bernoulli_log_prob
-from service.sampler import MemberNet
+from service.contract.bernoulli import bernoulli_log_prob
+from service.contract.sampler import MemberNet
 
 ATOL = 1e-3  # nats
 RTOL = 1e-5  # of |log p_k(x)|

@@ -9,13 +9,13 @@ import onnxruntime
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.body import M, parse_body, parse_rows_body, read_body
-from service.engine import Engine
 from service.errors import InvalidField
-from service.png import grid_png
-from service.responses import NumpyJSONResponse
-from service.runtime import Runtime, resolve_seed, runtime_of
-from service.schemas import (
+from service.inference.engine import Engine
+from service.inference.state import ServingState, resolve_seed, runtime_of
+from service.transport.body import M, parse_body, parse_rows_body, read_body
+from service.transport.png import grid_png
+from service.transport.responses import NumpyJSONResponse
+from service.transport.schemas import (
     CompleteRequest,
     CompleteResponse,
     ErrorBody,
@@ -83,7 +83,7 @@ async def model_info(request: Request) -> ModelInfo:
 
 
 async def _read_rows(
-    request: Request, runtime: Runtime, engine: Engine, model: type[M]
+    request: Request, runtime: ServingState, engine: Engine, model: type[M]
 ) -> tuple[M, np.ndarray]:
     """The validated body and its rows [B, D] (NaN = null), within the row limit."""
     raw = await read_body(request, runtime.settings.max_body_bytes)
@@ -95,7 +95,7 @@ async def _read_rows(
     return body, rows
 
 
-def _particles(runtime: Runtime, requested: int | None) -> int:
+def _particles(runtime: ServingState, requested: int | None) -> int:
     settings = runtime.settings
     if requested is not None and requested > settings.max_particles:
         raise InvalidField(
@@ -104,7 +104,7 @@ def _particles(runtime: Runtime, requested: int | None) -> int:
     return requested or settings.default_particles
 
 
-def _samples(runtime: Runtime, requested: int, rows: int = 1) -> None:
+def _samples(runtime: ServingState, requested: int, rows: int = 1) -> None:
     limit = runtime.settings.max_samples
     counted = counted_samples(requested, limit)
     if requested > limit or counted * rows > limit:
@@ -132,7 +132,7 @@ def likelihood_fields(
     effective_sample_size: list[float | None],
     combination: str,
 ) -> dict[str, object]:
-    """The fields every log-likelihood response has, whichever path (see service.hot_path)
+    """The fields every log-likelihood response has, whichever path (see service.transport.hot_path)
     answered it; ``observed`` counts each row's known entries, for bits per dimension."""
     return {
         "log_likelihood": log_lik,

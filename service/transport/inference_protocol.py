@@ -14,8 +14,8 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from service.body import BodyErrors, parse_body
 from service.errors import ServiceError
+from service.transport.body import BodyErrors, parse_body
 
 INPUT = "x"
 OUTPUT = "log_likelihood"

@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service.batcher import BatchStats
-from service.runtime import Runtime
+from service.inference.batcher import BatchStats
+from service.inference.state import ServingState
 
 # Requests here take from well under a millisecond (a cached likelihood) to seconds (sampling).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -38,7 +38,7 @@ def method_label(method: str) -> str:
 class RuntimeCollector(Collector):
     """Reads the served model and the batch queue at scrape time, so a reload shows at once."""
 
-    def __init__(self, runtime: Runtime):
+    def __init__(self, runtime: ServingState):
         self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
@@ -74,7 +74,7 @@ class RuntimeCollector(Collector):
 class Metrics:
     """The app's metrics; the request middleware and the batcher report into it."""
 
-    def __init__(self, runtime: Runtime):
+    def __init__(self, runtime: ServingState):
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.requests = Counter(

@@ -11,16 +11,22 @@ import numpy as np
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from service.batcher import Admission, Batcher, BatchStats, Throughput, measured_rows_per_s
-from service.engine import Engine
 from service.errors import Unavailable
+from service.inference.batcher import (
+    Admission,
+    Batcher,
+    BatchStats,
+    Throughput,
+    measured_rows_per_s,
+)
+from service.inference.engine import Engine
 from service.settings import Settings
 
 T = TypeVar("T")
 
 
 @dataclass
-class Runtime:
+class ServingState:
     settings: Settings
     engine: Engine | None = None
     batcher: Batcher | None = None
@@ -95,7 +101,7 @@ class Runtime:
             await old.close()
 
 
-def runtime_of(request: Request) -> Runtime:
+def runtime_of(request: Request) -> ServingState:
     return request.app.state.runtime
 
 

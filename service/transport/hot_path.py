@@ -13,20 +13,20 @@ import orjson
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.auth import header_matches
-from service.body import JSON, media_type
-from service.codec import rows_from_text, split_binary_inputs
-from service.engine import Engine
 from service.errors import ClientDisconnected, ServiceError, error_response
-from service.routes.v1 import likelihood_fields
-from service.runtime import Runtime
+from service.inference.engine import Engine
+from service.inference.state import ServingState
+from service.transport.auth import header_matches
+from service.transport.body import JSON, media_type
+from service.transport.codec import rows_from_text, split_binary_inputs
+from service.transport.routes.v1 import likelihood_fields
 
 PLAIN_REST = b'{"inputs":0}'  # the body once the rows are cut out, white space removed
 WHITESPACE = b" \t\r\n"
 
 
 class HotLikelihood:
-    def __init__(self, app: ASGIApp, runtime: Runtime, route: APIRoute):
+    def __init__(self, app: ASGIApp, runtime: ServingState, route: APIRoute):
         """``route`` is the FastAPI route this one runs ahead of; its path labels the metrics."""
         self.app = app
         self.runtime = runtime
