@@ -27,7 +27,6 @@ from model.train import SplitNll, TrainedModel, member_log_probs
 from service.contract import artifact, parity
 from service.contract.masks import MaskPool
 from service.contract.sampler import MemberNet, Sampler, member_nets
-from service.inference.engine import Engine
 
 PARITY_ROWS = 256  # of each kind: real, sampled, random
 
@@ -179,15 +178,44 @@ def prune_members(trained: TrainedModel) -> TrainedModel:
     return TrainedModel(trained.config, model.eval(), trained.dataset_info, report)
 
 
-def estimate_product_normaliser(directory: Path, seed: int = 0) -> artifact.ProductNormaliser:
-    """log Z of an artifact's product of experts, from its own exact mixture sampler."""
-    engine = Engine.load(directory)
-    if len(engine.active) == 1:  # a product of one expert is that expert
+class ExportedMembers:
+    """The exported mixture as the log Z estimate samples it: exact draws from the trained nets'
+    sampler (the service's own) and the written graph's member log-likelihoods on onnxruntime,
+    one thread, as the service's engine computes them."""
+
+    def __init__(self, nets: list[MemberNet], model_bytes: bytes, weights: list[float]):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            model_bytes, options, providers=["CPUExecutionProvider"]
+        )
+        self.sampler = Sampler(nets)
+        self.dim = len(nets[0].ordering)
+        self.weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+
+    def sample(self, num_samples: int, rng: np.random.Generator) -> np.ndarray:
+        """[n, D] exact samples: a member by its weight, then ancestral sampling in its ordering."""
+        members = rng.choice(len(self.weights), size=num_samples, p=self.weights)
+        uniforms = rng.random((num_samples, self.dim))
+        given = np.full((num_samples, self.dim), np.nan, dtype=np.float32)
+        return self.sampler.draw(members, given, uniforms)[0]
+
+    def member_log_probs(self, rows: np.ndarray) -> np.ndarray:
+        (log_prob,) = self.session.run([artifact.OUTPUT_LOG_PROB], {artifact.INPUT_X: rows})
+        return log_prob.astype(np.float64)
+
+
+def estimate_product_normaliser(
+    members: ExportedMembers, seed: int = 0
+) -> artifact.ProductNormaliser:
+    """log Z of the exported product of experts, from the mixture's own exact sampler."""
+    if np.count_nonzero(members.weights) == 1:  # a product of one expert is that expert
         return artifact.ProductNormaliser(
             log_z=0.0, standard_error=0.0, upper_bound=0.0, confidence=CONFIDENCE, num_samples=0
         )
     rng = np.random.default_rng(seed)
-    estimate = estimate_log_normaliser(product_sampler(engine, rng), bounded=True)
+    estimate = estimate_log_normaliser(product_sampler(members, rng), bounded=True)
     return artifact.ProductNormaliser(
         log_z=estimate.log_z,
         standard_error=estimate.log_z_se,
@@ -221,7 +249,8 @@ def export(
         manifest = build_manifest(trained, onnx_path)
         artifact.write_manifest(manifest, staging)
         if product:
-            normaliser = estimate_product_normaliser(staging)
+            members = ExportedMembers(trained_nets(trained), model_bytes, manifest.mixture_weights)
+            normaliser = estimate_product_normaliser(members)
             manifest = manifest.model_copy(update={"product_normaliser": normaliser})
             artifact.write_manifest(manifest, staging)
         if out_dir.exists():

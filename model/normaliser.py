@@ -25,9 +25,15 @@ import numpy as np
 from service.contract.bernoulli import bernoulli_log_prob
 from service.contract.mixture import product_log_weights
 
+log = logging.getLogger(__name__)
+
+CONFIDENCE = 0.95
+FORWARD_BATCH = 1000  # rows per onnxruntime call when the [B, K, D] logits are needed
+
 
 class SampledModel(Protocol):
-    """What the samplers below need of a loaded artifact (service.inference.engine.Engine)."""
+    """What the product sampler needs of a loaded artifact (the service's Engine, or export's
+    ExportedMembers)."""
 
     weights: np.ndarray  # [K]
 
@@ -35,13 +41,13 @@ class SampledModel(Protocol):
 
     def member_log_probs(self, rows: np.ndarray) -> np.ndarray: ...
 
+
+class EvaluatedModel(SampledModel, Protocol):
+    """What the logit-average sampler needs besides: logits, and the mixture of member terms."""
+
     def forward(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
-
-log = logging.getLogger(__name__)
-
-CONFIDENCE = 0.95
-FORWARD_BATCH = 1000  # rows per onnxruntime call when the [B, K, D] logits are needed
+    def mixture(self, per_member: np.ndarray) -> np.ndarray: ...
 
 
 def logit_average_log_prob(rows: np.ndarray, logits: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -169,7 +175,7 @@ def product_sampler(engine: SampledModel, rng: np.random.Generator) -> Callable[
 
 
 def logit_average_sampler(
-    engine: SampledModel, rng: np.random.Generator
+    engine: EvaluatedModel, rng: np.random.Generator
 ) -> Callable[[int], np.ndarray]:
     """n -> [n] log(f(x) / q(x)), f the uniform logit average and q the artifact's mixture."""
     uniform = np.ones(len(engine.weights))
