@@ -191,15 +191,10 @@ class ExportedMembers:
             model_bytes, options, providers=["CPUExecutionProvider"]
         )
         self.sampler = Sampler(nets)
-        self.dim = len(nets[0].ordering)
         self.weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
 
     def sample(self, num_samples: int, rng: np.random.Generator) -> np.ndarray:
-        """[n, D] exact samples: a member by its weight, then ancestral sampling in its ordering."""
-        members = rng.choice(len(self.weights), size=num_samples, p=self.weights)
-        uniforms = rng.random((num_samples, self.dim))
-        given = np.full((num_samples, self.dim), np.nan, dtype=np.float32)
-        return self.sampler.draw(members, given, uniforms)[0]
+        return self.sampler.sample_mixture(self.weights, num_samples, rng)
 
     def member_log_probs(self, rows: np.ndarray) -> np.ndarray:
         (log_prob,) = self.session.run([artifact.OUTPUT_LOG_PROB], {artifact.INPUT_X: rows})

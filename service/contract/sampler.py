@@ -160,6 +160,17 @@ class Sampler:
     def __init__(self, nets: list[MemberNet]):
         self.plan = sampler_plan(nets)
         self._nets = nets if self.plan is None else []
+        self.dim = len(nets[0].ordering)
+
+    def sample_mixture(
+        self, weights: np.ndarray, num_samples: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        """[n, D] exact mixture samples: a member by its weight [K] (summing to 1), then
+        ancestral sampling in its ordering."""
+        members = rng.choice(len(weights), size=num_samples, p=weights)
+        uniforms = rng.random((num_samples, self.dim))
+        given = np.full((num_samples, self.dim), np.nan, dtype=np.float32)
+        return self.draw(members, given, uniforms)[0]
 
     def draw(
         self, members: np.ndarray, given: np.ndarray, uniforms: np.ndarray

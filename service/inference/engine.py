@@ -328,10 +328,7 @@ class Engine:
 
     def sample(self, num_samples: int, rng: np.random.Generator) -> np.ndarray:
         """[n, D] exact samples: a member by its weight, then ancestral sampling in its ordering."""
-        members = rng.choice(self.num_members, size=num_samples, p=self.weights)
-        uniforms = rng.random((num_samples, self.dim))
-        given = np.full((num_samples, self.dim), np.nan, dtype=np.float32)
-        return self.sampler.draw(members, given, uniforms)[0]
+        return self.sampler.sample_mixture(self.weights, num_samples, rng)
 
 
 def systematic_resample(share: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
