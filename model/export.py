@@ -20,6 +20,7 @@ import torch
 from pydantic import ValidationError
 
 from model.data import load_dataset
+from model.exported import ExportedMembers
 from model.made import MADE
 from model.normaliser import CONFIDENCE, estimate_log_normaliser, product_sampler
 from model.onnx_graph import OPSET, build_graph
@@ -178,29 +179,6 @@ def prune_members(trained: TrainedModel) -> TrainedModel:
     return TrainedModel(trained.config, model.eval(), trained.dataset_info, report)
 
 
-class ExportedMembers:
-    """The exported mixture as the log Z estimate samples it: exact draws from the trained nets'
-    sampler (the service's own) and the written graph's member log-likelihoods on onnxruntime,
-    one thread, as the service's engine computes them."""
-
-    def __init__(self, nets: list[MemberNet], model_bytes: bytes, weights: list[float]):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            model_bytes, options, providers=["CPUExecutionProvider"]
-        )
-        self.sampler = Sampler(nets)
-        self.weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
-
-    def sample(self, num_samples: int, rng: np.random.Generator) -> np.ndarray:
-        return self.sampler.sample_mixture(self.weights, num_samples, rng)
-
-    def member_log_probs(self, rows: np.ndarray) -> np.ndarray:
-        (log_prob,) = self.session.run([artifact.OUTPUT_LOG_PROB], {artifact.INPUT_X: rows})
-        return log_prob.astype(np.float64)
-
-
 def estimate_product_normaliser(
     members: ExportedMembers, seed: int = 0
 ) -> artifact.ProductNormaliser:
@@ -244,7 +222,7 @@ def export(
         manifest = build_manifest(trained, onnx_path)
         artifact.write_manifest(manifest, staging)
         if product:
-            members = ExportedMembers(trained_nets(trained), model_bytes, manifest.mixture_weights)
+            members = ExportedMembers(manifest, model_bytes, trained_nets(trained))
             normaliser = estimate_product_normaliser(members)
             manifest = manifest.model_copy(update={"product_normaliser": normaliser})
             artifact.write_manifest(manifest, staging)

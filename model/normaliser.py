@@ -32,8 +32,8 @@ FORWARD_BATCH = 1000  # rows per onnxruntime call when the [B, K, D] logits are 
 
 
 class SampledModel(Protocol):
-    """What the product sampler needs of a loaded artifact (the service's Engine, or export's
-    ExportedMembers)."""
+    """What the product sampler needs of a loaded artifact (the service's Engine, or
+    model.exported.ExportedMembers)."""
 
     weights: np.ndarray  # [K]
 

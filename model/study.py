@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from model.config import TrainConfig, preset
+from model.exported import ExportedMembers
 from model.normaliser import (
     estimate_log_normaliser,
     logit_average_log_prob,
@@ -23,7 +24,6 @@ from model.normaliser import (
     product_sampler,
 )
 from service.contract.mixture import fit_em_weights, mixture_log_prob, product_log_unnormalised
-from service.inference.engine import Engine
 
 if TYPE_CHECKING:
     from model.train import TrainedModel
@@ -87,23 +87,23 @@ def train_or_load(config: TrainConfig, run_dir: Path) -> "TrainedModel":
     return Trainer(config, run_dir, progress=False).fit()
 
 
-def artifact_for(trained: "TrainedModel", directory: Path) -> Engine:
+def artifact_for(trained: "TrainedModel", directory: Path) -> ExportedMembers:
     """Export once (cached by directory) and load the artifact: its sampler is the service's."""
     from model.export import export
 
     if not (directory / "manifest.json").is_file():
         export(trained, directory)
-    return Engine.load(directory)
+    return ExportedMembers.open(directory)
 
 
 # -- evaluation ----------------------------------------------------------------------------------
-def split_outputs(engine: Engine, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def split_outputs(exported: ExportedMembers, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """rows [N, D] -> member log-likelihoods [N, K] and the uniform logit-average log f(x) [N]."""
-    uniform = np.ones(len(engine.weights))
+    uniform = np.ones(len(exported.weights))
     log_probs, averaged = [], []
     for i in range(0, len(rows), EVAL_BATCH):
         batch = rows[i : i + EVAL_BATCH]
-        lp, logits = engine.forward(batch)
+        lp, logits = exported.forward(batch)
         log_probs.append(lp)
         averaged.append(logit_average_log_prob(batch, logits, uniform))
     return np.concatenate(log_probs), np.concatenate(averaged)
@@ -128,7 +128,7 @@ def mixture_rows(log_probs: dict[str, np.ndarray], em: np.ndarray) -> dict[str, 
 
 
 def normalised_combinations(
-    engine: Engine,
+    exported: ExportedMembers,
     log_probs: dict[str, np.ndarray],
     averaged: dict[str, np.ndarray],
     spec: PoolStudy,
@@ -138,19 +138,19 @@ def normalised_combinations(
     settings = dict(
         target_relative_se=spec.target_relative_se, chunk=spec.chunk, max_samples=spec.max_samples
     )
-    result: dict[str, object] = {"weights": engine.weights.tolist()}
-    if len(engine.weights) == 1:  # a product of one expert is that expert: Z = 1 exactly
+    result: dict[str, object] = {"weights": exported.weights.tolist()}
+    if len(exported.weights) == 1:  # a product of one expert is that expert: Z = 1 exactly
         poe = None
     else:
-        poe = estimate_log_normaliser(product_sampler(engine, rng), bounded=True, **settings)
-    la = estimate_log_normaliser(logit_average_sampler(engine, rng), bounded=False, **settings)
+        poe = estimate_log_normaliser(product_sampler(exported, rng), bounded=True, **settings)
+    la = estimate_log_normaliser(logit_average_sampler(exported, rng), bounded=False, **settings)
     result["poe_normaliser"] = poe.to_dict() if poe else None
     result["logit_average_normaliser"] = la.to_dict()
     for split, lp in log_probs.items():
-        geometric = float(-product_log_unnormalised(lp, engine.weights).mean())
+        geometric = float(-product_log_unnormalised(lp, exported.weights).mean())
         reported = float(-averaged[split].mean())
         result[split] = {
-            "mixture": nll(lp, engine.weights),
+            "mixture": nll(lp, exported.weights),
             "poe": geometric + (poe.log_z if poe else 0.0),
             "poe_conservative": geometric + (poe.log_z_upper if poe else 0.0),
             "logit_average_reported": reported,
@@ -215,8 +215,8 @@ def run_pool_study(spec: PoolStudy, runs: Path) -> dict[str, object]:
         run_dir = runs / spec.source / f"k{k}"
         started = time.perf_counter()
         trained = train_or_load(spec.config(k), run_dir)
-        engine = artifact_for(trained, runs / spec.source / f"art-k{k}")
-        outputs = {split: split_outputs(engine, rows) for split, rows in splits.items()}
+        exported = artifact_for(trained, runs / spec.source / f"art-k{k}")
+        outputs = {split: split_outputs(exported, rows) for split, rows in splits.items()}
         log_probs = {split: lp for split, (lp, _) in outputs.items()}
         averaged = {split: la for split, (_, la) in outputs.items()}
         em = fit_em_weights(log_probs["valid"], alpha=1.0)
@@ -228,7 +228,7 @@ def run_pool_study(spec: PoolStudy, runs: Path) -> dict[str, object]:
                 "epochs_run": trained.report.epochs_run,
                 "em_weights": em.tolist(),
                 **mixture_rows(log_probs, em),
-                "combinations": normalised_combinations(engine, log_probs, averaged, spec),
+                "combinations": normalised_combinations(exported, log_probs, averaged, spec),
                 "study_seconds": round(time.perf_counter() - started, 1),
             }
         )
@@ -252,17 +252,17 @@ def run_pool_study(spec: PoolStudy, runs: Path) -> dict[str, object]:
 def study_shipped(artifact: Path, figures: Path, max_samples: int, seed: int) -> dict[str, object]:
     """PoE and logit averaging of a shipped artifact, plus grids of its samples and completions."""
     from model.data import load_dataset
-    from service.transport.png import grid_png
+    from service.contract.image_grid import grid_png
 
-    engine = Engine.load(artifact)
-    manifest = engine.manifest
+    exported = ExportedMembers.open(artifact)
+    manifest = exported.manifest
     data = load_dataset(manifest.data.source)
     spec = replace(
         FASHION, pool_sizes=(), target_relative_se=0.01, max_samples=max_samples, seed=seed
     )
-    outputs = {s: split_outputs(engine, data.split(s)) for s in ("valid", "test")}
+    outputs = {s: split_outputs(exported, data.split(s)) for s in ("valid", "test")}
     result = normalised_combinations(
-        engine,
+        exported,
         {s: lp for s, (lp, _) in outputs.items()},
         {s: la for s, (_, la) in outputs.items()},
         spec,
@@ -272,25 +272,25 @@ def study_shipped(artifact: Path, figures: Path, max_samples: int, seed: int) ->
     rng = np.random.default_rng(seed)
     if manifest.image_shape:
         shape = tuple(manifest.image_shape)
-        (figures / "shipped-samples.png").write_bytes(grid_png(engine.sample(64, rng), shape, 8))
-        result["completions"] = completions_grid(engine, data.test[:8], shape, figures, rng)
+        (figures / "shipped-samples.png").write_bytes(grid_png(exported.sample(64, rng), shape, 8))
+        result["completions"] = completions_grid(exported, data.test[:8], shape, figures, rng)
     return result
 
 
 def completions_grid(
-    engine: Engine,
+    exported: ExportedMembers,
     images: np.ndarray,
     shape: tuple[int, int],
     figures: Path,
     rng: np.random.Generator,
 ) -> dict[str, object]:
     """Each row: the original, its top half, then five draws of the bottom half given the top."""
-    from service.transport.png import grid_png
+    from service.contract.image_grid import grid_png
 
     half = shape[0] // 2 * shape[1]
     given = images.copy()
     given[:, half:] = np.nan
-    completion = engine.complete(given, num_samples=5, num_particles=1024, rng=rng)
+    completion = exported.complete(given, num_samples=5, num_particles=1024, rng=rng)
     top_only = np.where(np.isnan(given), 0.0, given)
     tiles = [
         tile
@@ -305,13 +305,13 @@ def completions_grid(
 
 
 # -- pruning -------------------------------------------------------------------------------------
-def rows_per_second(engine: Engine, rows: np.ndarray, seconds: float = 2.0) -> float:
+def rows_per_second(exported: ExportedMembers, rows: np.ndarray, seconds: float = 2.0) -> float:
     """In-process member log-likelihood throughput at batch 256, one thread."""
     batch = rows[:256]
-    engine.member_log_probs(batch)
+    exported.member_log_probs(batch)
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        engine.member_log_probs(batch)
+        exported.member_log_probs(batch)
         done += len(batch)
     return done / (time.perf_counter() - started)
 
@@ -345,7 +345,7 @@ def pruning(spec: PoolStudy, runs: Path, results: dict[str, object]) -> dict[str
     out = runs / spec.source / f"art-k{k}-pruned"
     export(trained, out, prune=True)
     rows = load_dataset(spec.source).test
-    full, pruned = Engine.load(runs / spec.source / f"art-k{k}"), Engine.load(out)
+    full, pruned = ExportedMembers.open(runs / spec.source / f"art-k{k}"), ExportedMembers.open(out)
     return {
         "num_masks": k,
         "rule": rule,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.inference.engine import Cancelled, Engine
+from service.contract.ensemble import Cancelled
+from service.inference.engine import Engine
 from service.settings import Settings
 from service.transport.app import create_app
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from service.client import MadeClient
-from service.inference.engine import systematic_resample
+from service.contract.ensemble import systematic_resample
 from tests.conftest import served
 from tests.test_service_math import (
     conditional,

@@ -9,11 +9,12 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from service.errors import InvalidBody, RequestTimeout, ServiceError, Unavailable
 from service.inference.engine import Engine
+from service.inference.errors import ServiceError, Unavailable
 from service.inference.state import ServingState
 from service.settings import Settings
 from service.transport.app import create_app
+from service.transport.errors import InvalidBody, RequestTimeout, status_of
 from service.transport.hot_path import HotLikelihood
 from service.transport.routes import v1
 from tests.conftest import run_async
@@ -143,7 +144,7 @@ def test_other_requests_reach_fastapi_with_their_body(engine: Engine, case: str)
 
 def test_a_model_not_ready_leaves_the_request_to_fastapi(engine: Engine) -> None:
     hot, stand_in = hot_route(engine)
-    hot.runtime.ready = False
+    hot.state.ready = False
     body = orjson.dumps({"inputs": rows_of(engine, 1).astype(int).tolist()})
     assert call(hot, body)["status"] == 299
     assert stand_in.bodies == [body]
@@ -192,7 +193,7 @@ def test_a_body_the_server_gives_up_on_is_answered_here(
         sent.append(message)
 
     run_async(hot(scope, receive, send))
-    assert sent[0]["status"] == error.status_code
+    assert sent[0]["status"] == status_of(error)
     assert orjson.loads(sent[1]["body"]) == {"detail": error.message}
     assert scope["route"].path == "/v1/log-likelihood"
     assert stand_in.bodies == []
@@ -204,7 +205,7 @@ def test_overload_answers_503_with_retry_after(engine: Engine) -> None:
     async def full(rows: np.ndarray, engine: Engine | None = None) -> np.ndarray:
         raise Unavailable("queue full (9 rows waiting); retry after a moment")
 
-    hot.runtime.member_log_probs = full
+    hot.state.member_log_probs = full
     body = orjson.dumps({"inputs": rows_of(engine, 1).astype(int).tolist()})
     answer = call(hot, body)
     assert answer["status"] == 503

@@ -15,7 +15,6 @@ SERVING = (
     "service.cli",
     "service.asgi",
     "service.client",
-    "service.errors",
 )
 
 
@@ -44,25 +43,17 @@ def test_the_contract_imports_neither_torch_nor_serving_code(path: Path) -> None
     assert not {name for name in imported if name.startswith(("fastapi", "starlette", "uvicorn"))}
 
 
-# Still reaching serving code (issue 14, point 1): the study evaluates exported artifacts through
-# the Engine (one figure of completions, the serving speed) and draws PNG grids. strict: passing
-# fails, so the mark goes when the study no longer needs them.
-STILL_SERVING = {"study.py"}
+HTTP = ("fastapi", "starlette", "uvicorn", "httpx", "service.transport", "service.cli")
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(
-            path,
-            marks=pytest.mark.xfail(strict=True, reason="issue 14 point 1: not yet moved off"),
-        )
-        if path.name in STILL_SERVING
-        else path
-        for path in modules("model")
-    ],
-    ids=lambda p: p.name,
-)
+@pytest.mark.parametrize("path", modules("service/inference"), ids=lambda p: p.name)
+def test_the_inference_layer_knows_no_http(path: Path) -> None:
+    """The data plane and what it runs on take arrays and raise domain errors; statuses and
+    bodies are the transport's (service/transport/errors.py)."""
+    assert not {name for name in imported_modules(path) if name.startswith(HTTP)}
+
+
+@pytest.mark.parametrize("path", modules("model"), ids=lambda p: p.name)
 def test_model_reaches_the_service_only_through_the_contract(path: Path) -> None:
     service = {name for name in imported_modules(path) if name.split(".")[0] == "service"}
     assert {name for name in service if not name.startswith("service.contract")} == set()

@@ -109,7 +109,7 @@ def test_requests_in_flight_finish_on_the_old_model(artifacts):
 
 
 def in_flight_then_reload(client: TestClient, artifacts: Path) -> None:
-    runtime = client.app.state.runtime
+    runtime = client.app.state.serving
     result: dict[str, np.ndarray] = {}
     worker = threading.Thread(target=lambda: result.update(old=served_log_likelihood(client)))
     worker.start()

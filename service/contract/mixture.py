@@ -9,6 +9,8 @@ import numpy as np
 
 # How a likelihood of observed entries was found: exactly, or by importance sampling over members.
 Method = Literal["exact", "importance"]
+# How members make one density: their mixture, or their normalised (geometric) product.
+Combination = Literal["mixture", "product"]
 
 
 def log_weights(weights: np.ndarray) -> np.ndarray:

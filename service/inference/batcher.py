@@ -6,8 +6,8 @@ runs the model off the event loop and hands each request its slice.
 
 Admission bounds the queue by what it means for its callers: a request joins only when the rows
 ahead of it and its own can be worked off within the request timeout at the model's measured
-rows/s, and within a memory bound; otherwise it gets ``Unavailable`` (503) at once instead of a
-wait it would not survive.
+rows/s, and within a memory bound; otherwise it is refused at once (``Overloaded``: retry
+shortly) instead of kept for a wait it would not survive.
 """
 
 import asyncio
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.errors import Unavailable
+from service.inference.errors import Overloaded, ShuttingDown
 
 
 @dataclass
@@ -143,13 +143,13 @@ class Batcher:
     async def submit(self, rows: np.ndarray) -> np.ndarray:
         """Queue rows [B, D]; return the model's output for them, in order."""
         if self._closing:
-            raise Unavailable("the service is shutting down")
+            raise ShuttingDown("the service is shutting down")
         refusal = self.admission.refusal(
             self._queued_rows, self._queued_bytes, rows, self.throughput.rows_per_s
         )
         if refusal is not None:
             self.stats.on_reject()
-            raise Unavailable(refusal)
+            raise Overloaded(refusal)
         job = _Job(rows, asyncio.get_running_loop().create_future())
         self._jobs.append(job)
         self._queued_rows += len(rows)

@@ -1,17 +1,15 @@
-"""What the routes share while the app runs: settings, the engine, the batcher, readiness."""
+"""What the data plane shares while the app runs: settings, the engine, the batcher, readiness."""
 
 import asyncio
-import secrets
+import functools
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import anyio.to_thread
 import numpy as np
-from fastapi import Request
-from starlette.concurrency import run_in_threadpool
 
-from service.errors import Unavailable
 from service.inference.batcher import (
     Admission,
     Batcher,
@@ -20,6 +18,7 @@ from service.inference.batcher import (
     measured_rows_per_s,
 )
 from service.inference.engine import Engine
+from service.inference.errors import NotReady, TimedOut
 from service.settings import Settings
 
 T = TypeVar("T")
@@ -36,25 +35,30 @@ class ServingState:
 
     def require_engine(self) -> Engine:
         if self.engine is None or not self.ready:
-            raise Unavailable(f"model not ready: {self.not_ready_reason}")
+            raise NotReady(f"model not ready: {self.not_ready_reason}")
         return self.engine
 
     async def bounded(self, work: Awaitable[T]) -> T:
-        """Await work within the request timeout; past it the client gets 503."""
+        """Await work within the request timeout; past it the request has timed out."""
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
                 return await work
         except TimeoutError:
-            raise Unavailable(
+            raise TimedOut(
                 f"request timed out after {self.settings.request_timeout_s:g} s"
             ) from None
+
+    async def in_thread(self, work: Callable[..., T], *args: object) -> T:
+        """Run blocking engine work in the worker threads (anyio's, as Starlette's routes use),
+        within the request timeout."""
+        return await self.bounded(anyio.to_thread.run_sync(work, *args))
 
     async def cancellable(self, work: Callable[..., T], *args: object) -> T:
         """Run engine work in a thread within the request timeout; once the request is answered
         (or timed out) the work is told to stop, so abandoned requests do not keep the CPU."""
         cancel = threading.Event()
         try:
-            return await self.bounded(run_in_threadpool(work, *args, cancel=cancel))
+            return await self.in_thread(functools.partial(work, cancel=cancel), *args)
         finally:
             cancel.set()
 
@@ -69,7 +73,7 @@ class ServingState:
         batcher = self.batcher
         if batcher is not None and engine is current:
             return await self.bounded(batcher.submit(rows))
-        return await self.bounded(run_in_threadpool(engine.member_log_probs, rows))
+        return await self.in_thread(engine.member_log_probs, rows)
 
     async def start_batcher(self, engine: Engine, stats: BatchStats) -> Batcher:
         """A running batcher for ``engine``. Its rows/s is measured first on one full batch, so
@@ -77,7 +81,9 @@ class ServingState:
         settings = self.settings
         rng = np.random.default_rng(0)
         rows = (rng.random((settings.max_batch_size, engine.dim)) < 0.5).astype(np.float32)
-        rows_per_s = await run_in_threadpool(measured_rows_per_s, engine.member_log_probs, rows)
+        rows_per_s = await anyio.to_thread.run_sync(
+            measured_rows_per_s, engine.member_log_probs, rows
+        )
         batcher = Batcher(
             engine.member_log_probs,
             settings.max_batch_size,
@@ -99,12 +105,3 @@ class ServingState:
         self.engine = engine  # no await between the two assignments: the switch is atomic
         if old is not None:
             await old.close()
-
-
-def runtime_of(request: Request) -> ServingState:
-    return request.app.state.runtime
-
-
-def resolve_seed(seed: int | None) -> int:
-    """The request's seed, or a fresh one that the response reports so it can be replayed."""
-    return seed if seed is not None else secrets.randbits(63)

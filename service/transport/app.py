@@ -8,16 +8,15 @@ from typing import Any
 import numpy as np
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.contract.artifact import Manifest
-from service.errors import install_error_handlers
 from service.inference.engine import Engine
 from service.inference.memory import release_free_heap
 from service.inference.state import ServingState
 from service.settings import Settings
 from service.transport.auth import require_api_key
+from service.transport.errors import install_error_handlers
 from service.transport.hot_path import HotLikelihood
 from service.transport.metrics import Metrics
 from service.transport.request_log import RequestLogMiddleware
@@ -57,10 +56,10 @@ class ServiceApp(FastAPI):
         """FastAPI's document made true for the model served now and the key (see
         ``service.transport.schemas.served_openapi``), built again only when a reload changes the
         model."""
-        runtime = self.state.runtime
-        manifest = runtime.engine.manifest if runtime.engine is not None else None
+        state = self.state.serving
+        manifest = state.engine.manifest if state.engine is not None else None
         if self.served_document is None or self.served_document[0] is not manifest:
-            document = served_openapi(super().openapi(), manifest, runtime.settings)
+            document = served_openapi(super().openapi(), manifest, state.settings)
             self.served_document = (manifest, document)
         return self.served_document[1]
 
@@ -68,26 +67,26 @@ class ServiceApp(FastAPI):
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> ServiceApp:
     """Build the app; pass ``engine`` to serve an already loaded model (tests do)."""
     settings = settings or Settings()
-    runtime = ServingState(settings=settings)
-    observed = Metrics(runtime)
+    state = ServingState(settings=settings)
+    observed = Metrics(state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime.engine = engine or Engine.load(settings.model_dir, settings.onnx_threads())
-        warm_up(runtime.engine, settings.max_batch_size)
+        state.engine = engine or Engine.load(settings.model_dir, settings.onnx_threads())
+        warm_up(state.engine, settings.max_batch_size)
         if settings.batching:
-            runtime.batcher = await runtime.start_batcher(runtime.engine, observed.batch_stats())
-        runtime.ready = True
+            state.batcher = await state.start_batcher(state.engine, observed.batch_stats())
+        state.ready = True
         log.info(
             "serving %s (D=%d, K=%d)",
-            runtime.engine.manifest.name,
-            runtime.engine.dim,
-            runtime.engine.num_members,
+            state.engine.manifest.name,
+            state.engine.dim,
+            state.engine.num_members,
         )
         yield
-        runtime.ready, runtime.not_ready_reason = False, "shutting down"
-        if runtime.batcher is not None:
-            await runtime.batcher.close()
+        state.ready, state.not_ready_reason = False, "shutting down"
+        if state.batcher is not None:
+            await state.batcher.close()
 
     app = ServiceApp(
         title="made-serve",
@@ -95,10 +94,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         summary="Likelihoods, completions and samples from a MADE mixture.",
         lifespan=lifespan,
     )
-    app.state.runtime = runtime
+    app.state.serving = state
     app.state.metrics = observed
     install_error_handlers(app)
-    app.add_exception_handler(HTTPException, v2.http_error)
     # Health (and metrics) stay open for probes; everything else is mounted behind the key.
     # Without a key there is nothing to check, so the hot routes carry no dependency at all.
     keyed = [Depends(require_api_key)] if settings.api_key else []
@@ -112,7 +110,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # The page is open so it can load and then ask for the key its /v1 calls need.
     app.include_router(page.router)
     hot_route = next(route for route in v1.router.routes if route.endpoint is v1.log_likelihood)
-    front: ASGIApp = HotLikelihood(app.behind_front, runtime, hot_route)
+    front: ASGIApp = HotLikelihood(app.behind_front, state, hot_route)
     if settings.cors_origins:
         front = CORSMiddleware(
             front,

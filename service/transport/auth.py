@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
-from service.errors import Forbidden, Unauthorized
+from service.transport.errors import Forbidden, Unauthorized
 
 # auto_error=False: a missing or malformed header reaches our check, which answers 401 in the
 # service's error format; the scheme still documents the header in OpenAPI.
@@ -21,7 +21,7 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 def configured_key(request: Request) -> str | None:
     """The API key in force; an empty MADE_API_KEY counts as unset."""
-    return request.app.state.runtime.settings.api_key or None
+    return request.app.state.serving.settings.api_key or None
 
 
 def key_matches(credentials: HTTPAuthorizationCredentials | None, key: str) -> bool:

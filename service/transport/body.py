@@ -11,14 +11,9 @@ import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from service.errors import (
-    BodyTooLarge,
-    InvalidBody,
-    InvalidField,
-    ServiceError,
-    UnsupportedMediaType,
-)
+from service.inference.errors import InvalidField, ServiceError
 from service.transport.codec import decode_rows, rows_from_text, split_binary_inputs
+from service.transport.errors import BodyTooLarge, InvalidBody, UnsupportedMediaType
 
 M = TypeVar("M", bound=BaseModel)
 JSON = "application/json"

@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from service.errors import InvalidField
+from service.inference.errors import InvalidField
 
 _BINARY_INPUTS = re.compile(rb'"inputs"\s*:\s*(\[[\[\]\s,01]*\])')
 _WHITESPACE = b" \t\r\n"

@@ -3,9 +3,10 @@
 With many clients sending a row each, FastAPI's per-request machinery (its middleware layers,
 routing, dependency solving, Request and Response objects) cost the event loop more than the
 model cost its thread. A plain request -- JSON body holding only ``inputs``, rows of 0/1 digits,
-within the limits, with the API key when one is set -- is decoded straight from the bytes, batched
-and answered here. Anything else goes on to the FastAPI route with the body replayed, so
-validation, options and error messages stay in one place; the route also keeps the OpenAPI entry.
+within the limits, with the API key when one is set -- is decoded straight from the bytes and
+answered here by the same data plane call as the route's (``service.inference.data_plane``), in
+the same body (``service.transport.answers``). Anything else goes on to the FastAPI route with the
+body replayed, so validation stays in one place; the route also keeps the OpenAPI entry.
 """
 
 import numpy as np
@@ -13,33 +14,35 @@ import orjson
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ClientDisconnected, ServiceError, error_response
+from service.inference import data_plane
 from service.inference.engine import Engine
+from service.inference.errors import ServiceError
 from service.inference.state import ServingState
+from service.transport.answers import likelihood_body
 from service.transport.auth import header_matches
 from service.transport.body import JSON, media_type
 from service.transport.codec import rows_from_text, split_binary_inputs
-from service.transport.routes.v1 import likelihood_fields
+from service.transport.errors import ClientDisconnected, error_response
 
 PLAIN_REST = b'{"inputs":0}'  # the body once the rows are cut out, white space removed
 WHITESPACE = b" \t\r\n"
 
 
 class HotLikelihood:
-    def __init__(self, app: ASGIApp, runtime: ServingState, route: APIRoute):
+    def __init__(self, app: ASGIApp, state: ServingState, route: APIRoute):
         """``route`` is the FastAPI route this one runs ahead of; its path labels the metrics."""
         self.app = app
-        self.runtime = runtime
+        self.state = state
         self.route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        engine = self.runtime.engine
+        engine = self.state.engine
         if (
             scope["type"] != "http"
             or scope["path"] != self.route.path
             or scope["method"] != "POST"
             or engine is None
-            or not self.runtime.ready
+            or not self.state.ready
             or not self.plain_headers(scope["headers"])
         ):
             await self.app(scope, receive, send)
@@ -51,25 +54,16 @@ class HotLikelihood:
             await error_response(exc)(scope, receive, send)
             return
         rows = plain_rows(raw, engine)
-        if rows is None or len(rows) > self.runtime.settings.max_rows:
+        if rows is None or len(rows) > self.state.settings.max_rows:
             await self.app(scope, replay(raw, receive), send)
             return
         scope.setdefault("state", {})["rows"] = len(rows)
         try:
-            per_member = await self.runtime.member_log_probs(rows, engine)
+            answer = await data_plane.log_likelihood(self.state, engine, rows)
         except ServiceError as exc:
             await error_response(exc)(scope, receive, send)
             return
-        count = len(rows)
-        fields = likelihood_fields(
-            engine.mixture(per_member),
-            np.full(count, engine.dim),
-            ["exact"] * count,
-            np.zeros(count),
-            [None] * count,
-            "mixture",
-        )
-        body = orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY)
+        body = orjson.dumps(likelihood_body(answer), option=orjson.OPT_SERIALIZE_NUMPY)
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -84,7 +78,7 @@ class HotLikelihood:
                 kind = value
             elif name == b"authorization":
                 authorization = value
-        settings = self.runtime.settings
+        settings = self.state.settings
         return (
             kind is not None
             and media_type(kind.decode("latin-1")) == JSON

@@ -42,8 +42,9 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.server import ServerState
 
-from service.errors import InvalidBody, RequestTimeout, ServiceError
+from service.inference.errors import ServiceError
 from service.settings import Settings
+from service.transport.errors import InvalidBody, RequestTimeout
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):

@@ -14,8 +14,8 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from service.errors import ServiceError
 from service.transport.body import BodyErrors, parse_body
+from service.transport.errors import ProtocolError
 
 INPUT = "x"
 OUTPUT = "log_likelihood"
@@ -55,19 +55,6 @@ TensorData = Annotated[
         }
     ),
 ]
-
-
-class ProtocolError(ServiceError):
-    """A request the protocol rejects: 400 with the protocol's error body."""
-
-    status_code = 400
-
-    def body(self) -> dict[str, object]:
-        return {"error": self.message}
-
-
-class ModelNotFound(ProtocolError):
-    status_code = 404
 
 
 PROTOCOL_ERRORS = BodyErrors(

@@ -35,27 +35,27 @@ def method_label(method: str) -> str:
     return method if method in METHODS else "OTHER"
 
 
-class RuntimeCollector(Collector):
+class ServingStateCollector(Collector):
     """Reads the served model and the batch queue at scrape time, so a reload shows at once."""
 
-    def __init__(self, runtime: ServingState):
-        self.runtime = runtime
+    def __init__(self, state: ServingState):
+        self.state = state
 
     def collect(self) -> Iterator[Metric]:
         queued = GaugeMetricFamily(
             "made_batch_queue_rows", "Rows waiting in the batch queue (the queue depth)."
         )
-        queued.add_metric([], self.runtime.batcher.queued_rows if self.runtime.batcher else 0)
+        queued.add_metric([], self.state.batcher.queued_rows if self.state.batcher else 0)
         yield queued
         process = InfoMetricFamily(
             "made_process",
             "This process; metrics are per process (one uvicorn worker per container).",
         )
         process.add_metric(
-            [], {"pid": str(os.getpid()), "workers": str(self.runtime.settings.workers)}
+            [], {"pid": str(os.getpid()), "workers": str(self.state.settings.workers)}
         )
         yield process
-        engine = self.runtime.engine
+        engine = self.state.engine
         if engine is not None:
             m = engine.manifest
             model = InfoMetricFamily("made_model", "The served artifact.")
@@ -74,7 +74,7 @@ class RuntimeCollector(Collector):
 class Metrics:
     """The app's metrics; the request middleware and the batcher report into it."""
 
-    def __init__(self, runtime: ServingState):
+    def __init__(self, state: ServingState):
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.requests = Counter(
@@ -99,7 +99,7 @@ class Metrics:
         self.batch_rows = Histogram(
             "made_batch_rows",
             "Rows in each batched model call.",
-            buckets=batch_size_buckets(runtime.settings.max_batch_size),
+            buckets=batch_size_buckets(state.settings.max_batch_size),
             registry=registry,
         )
         self.queue_wait = Histogram(
@@ -113,7 +113,7 @@ class Metrics:
             "Requests refused with 503 because the batch queue was full.",
             registry=registry,
         )
-        registry.register(RuntimeCollector(runtime))
+        registry.register(ServingStateCollector(state))
         # labels() takes a lock and builds a key each call; the label sets are few, so keep them.
         self._per_request: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._in_progress: dict[str, Gauge] = {}

@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from service.errors import INTERNAL_ERROR, Unavailable, error_response
+from service.inference.errors import ShuttingDown
+from service.transport.errors import INTERNAL_ERROR, error_response
 from service.transport.metrics import Metrics, method_label
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -124,7 +125,7 @@ class RequestLogMiddleware:
             # uvicorn cancels what still runs when the shutdown grace is over: the client may
             # retry elsewhere, as when overloaded.
             if status == 0:
-                shutting_down = Unavailable("the service is shutting down; retry")
+                shutting_down = ShuttingDown("the service is shutting down; retry")
                 await error_response(shutting_down)(scope, receive, send_with_id)
             raise
         except Exception:

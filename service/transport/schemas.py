@@ -18,7 +18,8 @@ from pydantic import (
 )
 
 from service.contract.artifact import Manifest, ProductNormaliser
-from service.contract.mixture import Method
+from service.contract.mixture import Combination, Method
+from service.inference.data_plane import counted_samples
 from service.settings import Settings
 
 _ENTRY = {"anyOf": [{"type": "integer", "enum": [0, 1]}, {"type": "null"}]}
@@ -57,7 +58,6 @@ Seed = Annotated[
 Samples = Annotated[StrictInt, Field(ge=1), _WHOLE]
 Particles = Annotated[StrictInt, Field(ge=2), _WHOLE]
 Format = Literal["json", "png"]
-Combination = Literal["mixture", "product"]
 
 
 class _Request(BaseModel):
@@ -256,13 +256,6 @@ def log_likelihood_body(manifest: Manifest, settings: Settings) -> dict:
         "anyOf": [complete, with_nulls],
         "examples": [{"inputs": [example], "per_member": True}],
     }
-
-
-def counted_samples(num_samples: int, max_samples: int) -> int:
-    """What ``num_samples`` counts for in num_samples x rows <= MADE_MAX_SAMPLES: its next power
-    of two, within ``max_samples``. At most twice the exact product, and it puts the rule in a
-    dozen bands of num_samples, which a JSON schema can state (see ``complete_body``)."""
-    return min(1 << (num_samples - 1).bit_length(), max_samples)
 
 
 def sample_bands(max_samples: int, max_rows: int) -> list[tuple[int, int, int]]:

@@ -10,8 +10,9 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 from threadpoolctl import threadpool_limits
 
+from service.contract.graph_nets import member_nets_from_graph
 from service.contract.sampler import MemberNet
-from service.inference.engine import Engine, member_nets_from_graph
+from service.inference.engine import Engine
 from service.settings import available_cpus
 from tests.bench.common import rate, spread
 

@@ -9,11 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.contract.artifact import ArtifactError
-from service.errors import ArtifactRejected, InvalidField
 from service.inference.engine import Engine
-from service.inference.state import runtime_of
+from service.inference.errors import InvalidField
+from service.transport.app_state import serving_state
 from service.transport.auth import require_admin_key
 from service.transport.body import refuse_repeated_keys
+from service.transport.errors import ArtifactRejected
 from service.transport.routes.v1 import ERRORS
 from service.transport.schemas import ErrorBody
 
@@ -80,17 +81,15 @@ async def reload(request: Request, body: ReloadRequest) -> ReloadResponse:
     # FastAPI parsed the body keeping a repeated key's last value: every route refuses repeats.
     raw = await request.body()
     refuse_repeated_keys(raw, json.loads(raw))
-    runtime = runtime_of(request)
-    previous = runtime.require_engine()
-    directory = artifact_dir(runtime.settings.model_dir, body.model_dir)
-    async with runtime.reload_lock:
+    state = serving_state(request)
+    previous = state.require_engine()
+    directory = artifact_dir(state.settings.model_dir, body.model_dir)
+    async with state.reload_lock:
         try:
-            engine = await run_in_threadpool(
-                Engine.load, directory, runtime.settings.onnx_threads()
-            )
+            engine = await run_in_threadpool(Engine.load, directory, state.settings.onnx_threads())
         except ArtifactError as exc:
             raise ArtifactRejected(f"not reloaded, still serving the old model: {exc}") from None
-        await runtime.swap_engine(engine)
+        await state.swap_engine(engine)
     return ReloadResponse(
         name=engine.manifest.name,
         model_dir=str(directory),

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Request
 
-from service.inference.state import runtime_of
+from service.transport.app_state import serving_state
 from service.transport.responses import NumpyJSONResponse
 
 router = APIRouter(tags=["health"])
@@ -17,11 +17,11 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", responses={503: {"description": "Not ready; the body says why."}})
 async def readyz(request: Request) -> NumpyJSONResponse:
     """200 once the model is loaded and warmed up; 503 before that and once shutdown begins."""
-    runtime = runtime_of(request)
-    if runtime.ready:
+    state = serving_state(request)
+    if state.ready:
         return NumpyJSONResponse({"status": "ready"})
     return NumpyJSONResponse(
-        {"status": "not ready", "reason": runtime.not_ready_reason},
+        {"status": "not ready", "reason": state.not_ready_reason},
         status_code=503,
         headers={"Retry-After": "1"},
     )

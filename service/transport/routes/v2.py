@@ -7,19 +7,19 @@ binary data (the binary tensor data extension); a body without a Content-Type is
 protocol's clients (tritonclient) expect.
 """
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from importlib.metadata import version as package_version
 
 from fastapi import APIRouter, Request, Response
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException
 
-from service.errors import ServiceError
+from service.inference import data_plane
 from service.inference.engine import Engine
-from service.inference.state import runtime_of
+from service.inference.errors import ServiceError
+from service.transport.app_state import serving_state
 from service.transport.body import JSON, read_body
+from service.transport.errors import V2_PREFIX, ModelNotFound, protocol_error_response
 from service.transport.inference_protocol import (
     BINARY_EXTENSION,
     HEADER_LENGTH,
@@ -31,7 +31,6 @@ from service.transport.inference_protocol import (
     InferenceRequest,
     InferenceResponse,
     ModelMetadata,
-    ModelNotFound,
     ProtocolErrorBody,
     ServerMetadata,
     binary_output,
@@ -42,7 +41,6 @@ from service.transport.inference_protocol import (
 )
 from service.transport.responses import NumpyJSONResponse
 
-PREFIX = "/v2"
 PLATFORM = "onnxruntime_onnx"
 # JSON, or none (the protocol's default), or a binary tensor body labelled as such.
 MEDIA_TYPES = (JSON, "", OCTET_STREAM)
@@ -69,27 +67,13 @@ class ProtocolRoute(APIRoute):
             try:
                 return await handler(request)
             except ServiceError as exc:
-                status = 400 if exc.status_code == 422 else exc.status_code
-                return protocol_error(exc.message, status, exc.headers())
+                return protocol_error_response(exc)
 
         return handle
 
 
-async def http_error(request: Request, exc: HTTPException) -> Response:
-    """A path or method no route serves (404, 405): the protocol's error body under /v2, FastAPI's
-    own elsewhere."""
-    if request.url.path == PREFIX or request.url.path.startswith(f"{PREFIX}/"):
-        return protocol_error(exc.detail, exc.status_code, exc.headers)
-    return await http_exception_handler(request, exc)
-
-
-def protocol_error(message: str, status: int, headers: Mapping[str, str] | None) -> Response:
-    """The protocol's error body, ``{"error": message}``."""
-    return NumpyJSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-health_router = APIRouter(prefix=PREFIX, tags=["v2"], route_class=ProtocolRoute)
-router = APIRouter(prefix=f"{PREFIX}/models", tags=["v2"], route_class=ProtocolRoute)
+health_router = APIRouter(prefix=V2_PREFIX, tags=["v2"], route_class=ProtocolRoute)
+router = APIRouter(prefix=f"{V2_PREFIX}/models", tags=["v2"], route_class=ProtocolRoute)
 
 
 def model_version(engine: Engine) -> str:
@@ -98,7 +82,7 @@ def model_version(engine: Engine) -> str:
 
 def served_model(request: Request, name: str, version: str | None) -> Engine:
     """The engine when ``name`` (and ``version``, if given) is what this server serves."""
-    engine = runtime_of(request).require_engine()
+    engine = serving_state(request).require_engine()
     if name != engine.manifest.name:
         raise ModelNotFound(f"unknown model {name!r}; this server serves {engine.manifest.name!r}")
     if version is not None and version != model_version(engine):
@@ -124,7 +108,7 @@ async def server_live() -> dict[str, bool]:
 @health_router.get("/health/ready", responses={503: ERRORS[503]})
 async def server_ready(request: Request) -> dict[str, bool]:
     """200 once the model serves, 503 before that and while shutting down (readiness)."""
-    runtime_of(request).require_engine()
+    serving_state(request).require_engine()
     return {"ready": True}
 
 
@@ -182,13 +166,13 @@ def metadata(engine: Engine, name: str) -> ModelMetadata:
 
 async def log_likelihoods(request: Request, engine: Engine, name: str) -> Response:
     """The body's rows -> the protocol's response with their mixture log p(x) in nats."""
-    runtime = runtime_of(request)
-    raw = await read_body(request, runtime.settings.max_body_bytes, MEDIA_TYPES)
+    state = serving_state(request)
+    raw = await read_body(request, state.settings.max_body_bytes, MEDIA_TYPES)
     body, binary = parse_request(raw, request.headers.get(HEADER_LENGTH))
     binary_out = binary_output(body)
-    rows = input_rows(body, binary, engine.dim, runtime.settings.max_rows)
+    rows = input_rows(body, binary, engine.dim, state.settings.max_rows)
     request.state.rows = len(rows)
-    log_likelihood = engine.mixture(await runtime.member_log_probs(rows, engine))
+    log_likelihood = (await data_plane.log_likelihood(state, engine, rows)).log_likelihood
     fields = {
         "model_name": name,
         "model_version": model_version(engine),

@@ -1,4 +1,5 @@
-"""PNG grids of binary images, so a person can look at samples and completions."""
+"""PNG grids of binary images, so a person can look at samples and completions (served by
+/v1 and drawn by the study)."""
 
 import io
 

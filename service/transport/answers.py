@@ -1,0 +1,37 @@
+"""The v1 JSON bodies of the data plane's answers, one shape whichever route (the FastAPI one or
+``service.transport.hot_path``) answered."""
+
+import numpy as np
+
+from service.inference.data_plane import Completions, Likelihoods
+
+
+def likelihood_body(answer: Likelihoods) -> dict[str, object]:
+    body: dict[str, object] = {}
+    if answer.per_member is not None:
+        body["per_member"] = answer.per_member
+    if answer.per_dimension is not None:
+        body["per_dimension"] = answer.per_dimension
+    if answer.seed is not None:
+        body["seed"] = answer.seed
+    body["log_likelihood"] = answer.log_likelihood
+    body["bits_per_dim"] = answer.bits_per_dim
+    body["method"] = answer.method
+    body["standard_error"] = answer.standard_error
+    body["effective_sample_size"] = answer.effective_sample_size
+    body["combination"] = answer.combination
+    if answer.product_normaliser is not None:
+        body["product_normaliser"] = answer.product_normaliser.model_dump()
+    return body
+
+
+def completion_body(answer: Completions) -> dict[str, object]:
+    completion = answer.completion
+    return {
+        "completions": completion.samples.astype(np.uint8),
+        "method": completion.method,
+        "effective_sample_size": completion.effective_sample_size,
+        "particles_capped": completion.particles_capped,
+        "warning": answer.warning,
+        "seed": answer.seed,
+    }
