@@ -61,6 +61,11 @@ def train_parser() -> argparse.ArgumentParser:
         "--member-schedule", choices=["cycle", "sample"], help="which member each minibatch trains"
     )
     parser.add_argument("--em-alpha", type=float, help="Dirichlet prior of the EM weights")
+    parser.add_argument(
+        "--calibration-fraction",
+        type=float,
+        help="share of the validation rows held out for conformal p-values (default 0.5; 0: none)",
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -108,6 +113,7 @@ def train_main(argv: list[str] | None = None) -> int:
             "member_schedule",
             "em_alpha",
             "seed",
+            "calibration_fraction",
         )
     }
     try:

@@ -23,6 +23,8 @@ class TrainConfig:
     member_schedule: Literal["cycle", "sample"] = "cycle"
     em_alpha: float = 1.0
     seed: int = 0
+    # Validation rows held out for the conformal p-values (model.data.hold_out_calibration).
+    calibration_fraction: float = 0.5
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

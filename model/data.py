@@ -8,7 +8,7 @@ or ``.csv`` files of 0/1 rows.
 import csv
 import gzip
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,8 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_TRAIN_SIZE = 50_000  # first 50,000 official training images train, the last 10,000 validate
 OWN_DATA_SPLIT = (0.8, 0.1)  # a single file of rows is split 80/10/10 with a fixed permutation
 SPLITS = ("train", "valid", "test")
+CALIBRATION_SEED = 0
+MAX_CALIBRATION_ROWS = 10_000  # p-values then resolve 1e-4; the manifest stores every score
 
 
 class DataError(ValueError):
@@ -36,10 +38,20 @@ class Dataset:
     binarization: str
     image_shape: tuple[int, int] | None = None
     location: str | None = None
+    # Rows held out of the validation split for conformal p-values (see hold_out_calibration),
+    # and their indices in the source's validation split.
+    calibration: np.ndarray | None = None
+    calibration_rows: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
         return int(self.train.shape[1])
+
+    def split_sizes(self) -> dict[str, int]:
+        sizes = {split: len(self.split(split)) for split in SPLITS}
+        if self.calibration is not None:
+            sizes["calibration"] = len(self.calibration)
+        return sizes
 
     def split(self, name: str) -> np.ndarray:
         return {"train": self.train, "valid": self.valid, "test": self.test}[name]
@@ -64,6 +76,28 @@ def load_dataset(source: str, path: Path | None = None) -> Dataset:
         return _own_files(Path(path))
     raise DataError(
         f"unknown data source {source!r}; choose digits, fashion-mnist, mnist, idx, npz or files"
+    )
+
+
+def hold_out_calibration(data: Dataset, fraction: float, seed: int = CALIBRATION_SEED) -> Dataset:
+    """``data`` with ``fraction`` of its validation rows (at most MAX_CALIBRATION_ROWS, chosen by a
+    seeded shuffle) moved to a calibration split that nothing fits on: the conformal p-values'
+    guarantee needs rows exchangeable with new ones and unseen by the model."""
+    if fraction == 0:
+        return data
+    count = min(MAX_CALIBRATION_ROWS, int(fraction * len(data.valid)))
+    if count < 1 or count >= len(data.valid):
+        raise DataError(
+            f"a calibration fraction of {fraction} leaves {count} of the {len(data.valid)} "
+            "validation rows for calibration and the rest for validation: both need rows"
+        )
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(data.valid))[:count])
+    kept = np.setdiff1d(np.arange(len(data.valid)), chosen)
+    return replace(
+        data,
+        valid=data.valid[kept],
+        calibration=data.valid[chosen],
+        calibration_rows=chosen,
     )
 
 

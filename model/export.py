@@ -19,17 +19,19 @@ import onnxruntime as ort
 import torch
 from pydantic import ValidationError
 
-from model.data import load_dataset
+from model.data import CALIBRATION_SEED, load_dataset
 from model.exported import ExportedMembers
 from model.made import MADE
 from model.normaliser import CONFIDENCE, estimate_log_normaliser, product_sampler
 from model.onnx_graph import OPSET, build_graph
-from model.train import SplitNll, TrainedModel, member_log_probs
-from service.contract import artifact, parity
+from model.train import SplitNll, TrainedModel, member_log_probs, training_data
+from service.contract import artifact, conformal, parity
 from service.contract.masks import MaskPool
+from service.contract.mixture import product_log_unnormalised
 from service.contract.sampler import MemberNet, Sampler, member_nets
 
 PARITY_ROWS = 256  # of each kind: real, sampled, random
+CALIBRATION_BATCH = 1024  # rows per onnxruntime call while scoring the calibration rows
 
 
 class ExportError(RuntimeError):
@@ -201,6 +203,44 @@ def estimate_product_normaliser(
     )
 
 
+def calibrate(
+    trained: TrainedModel,
+    members: ExportedMembers,
+    normaliser: artifact.ProductNormaliser | None,
+) -> artifact.Calibration | None:
+    """The exported combinations' scores of the run's held-out calibration rows, computed by the
+    written graph as the service computes a request's; None for runs that held none out."""
+    data = training_data(trained.config)
+    if data.calibration is None:
+        return None
+    rows = data.calibration
+    per_member = np.concatenate(
+        [
+            members.member_log_probs(rows[i : i + CALIBRATION_BATCH])
+            for i in range(0, len(rows), CALIBRATION_BATCH)
+        ]
+    )
+    log_likelihoods = {"mixture": members.mixture(per_member)}
+    if normaliser is not None:
+        log_likelihoods["product"] = (
+            product_log_unnormalised(per_member, members.weights) - normaliser.log_z
+        )
+    complexity = conformal.compressed_nats(rows)
+    scores = {
+        combination: {
+            "log_likelihood": np.sort(values).tolist(),
+            "complexity_corrected": np.sort(values + complexity).tolist(),
+        }
+        for combination, values in log_likelihoods.items()
+    }
+    return artifact.Calibration(
+        rows=data.calibration_rows.tolist(),
+        seed=CALIBRATION_SEED,
+        compressor=conformal.COMPRESSOR,
+        scores=scores,
+    )
+
+
 def export(
     trained: TrainedModel, out_dir: Path, prune: bool = False, product: bool = False
 ) -> tuple[artifact.Manifest, float]:
@@ -220,12 +260,16 @@ def export(
         onnx_path = staging / artifact.ONNX_FILE
         onnx_path.write_bytes(model_bytes)
         manifest = build_manifest(trained, onnx_path)
-        artifact.write_manifest(manifest, staging)
+        members = ExportedMembers(manifest, model_bytes, trained_nets(trained))
         if product:
-            members = ExportedMembers(manifest, model_bytes, trained_nets(trained))
             normaliser = estimate_product_normaliser(members)
             manifest = manifest.model_copy(update={"product_normaliser": normaliser})
-            artifact.write_manifest(manifest, staging)
+        calibration = calibrate(trained, members, manifest.product_normaliser)
+        # model_copy does not validate: the checks across fields run once more on the whole.
+        manifest = artifact.Manifest.model_validate(
+            {**manifest.model_dump(), "calibration": calibration}
+        )
+        artifact.write_manifest(manifest, staging)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.chmod(0o755)  # mkdtemp makes it private; an artifact is meant to be shared

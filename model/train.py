@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from model.config import TrainConfig
-from model.data import Dataset, load_dataset
+from model.data import Dataset, hold_out_calibration, load_dataset
 from model.made import MADE
 from service.contract.artifact import DataInfo, SplitMetrics
 from service.contract.masks import MaskPool, draw_pool
@@ -144,13 +144,19 @@ def pool_from_state(state: dict) -> MaskPool:
     )
 
 
+def training_data(config: TrainConfig) -> Dataset:
+    """The rows a run trains, stops and fits weights on, with its calibration rows held out."""
+    folder = Path(config.data_dir) if config.data_dir else None
+    return hold_out_calibration(load_dataset(config.source, folder), config.calibration_fraction)
+
+
 def dataset_info(data: Dataset) -> DatasetInfo:
     return DatasetInfo(
         source=data.name,
         location=data.location,
         binarization=data.binarization,
         image_shape=list(data.image_shape) if data.image_shape else None,
-        split_sizes={s: len(data.split(s)) for s in ("train", "valid", "test")},
+        split_sizes=data.split_sizes(),
     )
 
 
@@ -204,7 +210,7 @@ class Trainer:
         self.out_dir = out_dir
         self.progress = progress
         self.device = pick_device()
-        self.data = load_dataset(config.source, Path(config.data_dir) if config.data_dir else None)
+        self.data = training_data(config)
         torch.manual_seed(config.seed)
         self.model = build_model(config, self.data.dim).to(self.device)
         self.optimizer = torch.optim.Adam(
@@ -306,6 +312,8 @@ class Trainer:
 
     def fit(self) -> TrainedModel:
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        sizes = ", ".join(f"{split} {count:,}" for split, count in self.data.split_sizes().items())
+        log.info("%s rows of D=%d: %s", self.data.name, self.data.dim, sizes)
         metrics = (self.out_dir / METRICS_FILE).open("a")
         with metrics:
             while self.epoch < self.config.epochs and self.epochs_since_best < self.config.patience:
@@ -380,7 +388,8 @@ def load_trained(path: Path) -> TrainedModel:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; train first (made-train)")
     state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
-    config = TrainConfig(**state["config"])
+    # Runs from before calibration held nothing out: their validation rows all shaped the model.
+    config = TrainConfig(**{"calibration_fraction": 0.0, **state["config"]})
     model = build_model(config, state["pool"]["orderings"].shape[1], pool_from_state(state["pool"]))
     model.load_state_dict(state["model"])
     # model.pt holds plain dicts (weights_only loading), so runs trained before the typed report

@@ -29,6 +29,16 @@ class MadeClientError(Exception):
 
 
 @dataclass(frozen=True)
+class AnomalyOptions:
+    """What a log-likelihood request asks beyond the likelihood (complete rows only)."""
+
+    p_value: bool = False  # conformal p-values against the artifact's calibration rows
+    alpha: float | None = None  # flag p <= alpha (implies p_value)
+    score: str | None = None  # "log_likelihood" or "complexity_corrected" (implies p_value)
+    explain: int | None = None  # this many most surprising dimensions per row
+
+
+@dataclass(frozen=True)
 class LogLikelihood:
     log_likelihood: np.ndarray  # [B] nats; of the observed entries for rows with NaN
     bits_per_dim: np.ndarray  # [B]
@@ -38,6 +48,12 @@ class LogLikelihood:
     seed: int | None  # set when some row needed particles
     per_member: np.ndarray | None  # [B, K]
     per_dimension: np.ndarray | None  # [B, K, D]
+    # With p-values (p_value, alpha or score asked):
+    p_value: np.ndarray | None = None  # [B] conformal, against the artifact's calibration rows
+    anomaly_score: np.ndarray | None = None  # [B] higher = more unusual
+    anomalous: np.ndarray | None = None  # [B] bool, p <= alpha, when an alpha applied
+    # With explain=k: per row, its k most surprising dimensions as dicts (index, value, surprise).
+    explanation: list[list[dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,7 @@ def _likelihood_body(
     num_particles: int | None,
     seed: int | None,
     combination: str,
+    anomaly: AnomalyOptions,
 ) -> dict[str, Any]:
     return _body(
         inputs=encode_rows(inputs),
@@ -86,6 +103,10 @@ def _likelihood_body(
         num_particles=num_particles,
         seed=seed,
         combination=None if combination == "mixture" else combination,
+        p_value=anomaly.p_value or None,
+        alpha=anomaly.alpha,
+        score=anomaly.score,
+        explain=anomaly.explain,
     )
 
 
@@ -115,6 +136,10 @@ def _log_likelihood(data: dict[str, Any]) -> LogLikelihood:
         seed=data.get("seed"),
         per_member=_optional(data.get("per_member"), np.float64),
         per_dimension=_optional(data.get("per_dimension"), np.float64),
+        p_value=_optional(data.get("p_value"), np.float64),
+        anomaly_score=_optional(data.get("anomaly_score"), np.float64),
+        anomalous=_optional(data.get("anomalous"), bool),
+        explanation=data.get("explanation"),
     )
 
 
@@ -183,9 +208,19 @@ class MadeClient:
         num_particles: int | None = None,
         seed: int | None = None,
         combination: str = "mixture",
+        anomaly: AnomalyOptions | None = None,
     ) -> LogLikelihood:
-        """``combination="product"``: the normalised product of experts (complete rows only)."""
-        body = _likelihood_body(inputs, per_member, per_dimension, num_particles, seed, combination)
+        """``combination="product"``: the normalised product of experts (complete rows only).
+        ``anomaly``: p-values, an alpha, the score, explanations (complete rows only)."""
+        body = _likelihood_body(
+            inputs,
+            per_member,
+            per_dimension,
+            num_particles,
+            seed,
+            combination,
+            anomaly or AnomalyOptions(),
+        )
         return _log_likelihood(self._post("/v1/log-likelihood", body).json())
 
     def complete(
@@ -253,8 +288,17 @@ class AsyncMadeClient:
         num_particles: int | None = None,
         seed: int | None = None,
         combination: str = "mixture",
+        anomaly: AnomalyOptions | None = None,
     ) -> LogLikelihood:
-        body = _likelihood_body(inputs, per_member, per_dimension, num_particles, seed, combination)
+        body = _likelihood_body(
+            inputs,
+            per_member,
+            per_dimension,
+            num_particles,
+            seed,
+            combination,
+            anomaly or AnomalyOptions(),
+        )
         return _log_likelihood((await self._post("/v1/log-likelihood", body)).json())
 
     async def complete(

@@ -75,6 +75,13 @@ class Settings(BaseSettings):
         description="Most importance-sampling particles per row; completion sets grow up to it.",
     )
     default_particles: int = Field(256, ge=1, description="Particles when a request does not say.")
+    anomaly_alpha: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="When set, log-likelihood answers with p-values also flag anomalous rows "
+        "(p <= alpha) unless the request gives its own alpha.",
+    )
     log_level: str = Field(
         "info", description="Logging level; logs are JSON lines on stderr, one per request."
     )
@@ -93,3 +100,11 @@ class Settings(BaseSettings):
 
     def onnx_threads(self) -> int:
         return self.intra_op_threads or max(1, available_cpus() // self.workers)
+
+
+def counted_samples(num_samples: int, max_samples: int) -> int:
+    """What ``num_samples`` counts for in num_samples x rows <= MADE_MAX_SAMPLES: its next power
+    of two, within ``max_samples``. At most twice the exact product, and it puts the rule in a
+    dozen bands of num_samples, which a JSON schema can state (see
+    ``service.transport.schemas.complete_body``)."""
+    return min(1 << (num_samples - 1).bit_length(), max_samples)

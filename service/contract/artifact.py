@@ -9,12 +9,14 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.contract.masks import OrderingMode
+from service.contract.mixture import Combination
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -93,6 +95,41 @@ class ProductNormaliser(_Strict):
         return self
 
 
+# What a p-value ranks rows by (service.contract.conformal); both are low for unusual rows.
+Score = Literal["log_likelihood", "complexity_corrected"]
+
+
+class Calibration(_Strict):
+    """Held-out rows' scores, for conformal p-values: rows the trainer set aside from the
+    validation split before training, so they were used neither to train, to stop early, nor to
+    fit the mixture weights."""
+
+    split: Literal["valid"] = "valid"
+    rows: list[Annotated[int, Field(ge=0)]] = Field(
+        description="Indices of the calibration rows in the source's validation split."
+    )
+    seed: int = Field(description="Of the seeded shuffle that chose them.")
+    compressor: str = Field(description="What measured L(x) for the complexity-corrected score.")
+    scores: dict[Combination, dict[Score, list[float]]] = Field(
+        description="Per combination and score, the rows' values in ascending order."
+    )
+
+    @model_validator(mode="after")
+    def _sorted(self) -> "Calibration":
+        if not self.rows:
+            raise ValueError("calibration.rows: at least one row is required")
+        if "mixture" not in self.scores:
+            raise ValueError("calibration.scores: the mixture's scores are required")
+        for combination, by_score in self.scores.items():
+            for score, values in by_score.items():
+                where = f"calibration.scores.{combination}.{score}"
+                if len(values) != len(self.rows):
+                    raise ValueError(f"{where}: {len(values)} values for {len(self.rows)} rows")
+                if any(b < a for a, b in pairwise(values)):
+                    raise ValueError(f"{where}: values must be in ascending order")
+        return self
+
+
 class Manifest(_Strict):
     schema_version: int = SCHEMA_VERSION
     name: str
@@ -112,6 +149,9 @@ class Manifest(_Strict):
     )
     product_normaliser: ProductNormaliser | None = Field(
         default=None, description="Present when export estimated it (made-export --product)."
+    )
+    calibration: Calibration | None = Field(
+        default=None, description="Present when the trainer held out calibration rows."
     )
     data: DataInfo
     metrics: dict[Literal["valid", "test"], SplitMetrics]
@@ -156,6 +196,9 @@ class Manifest(_Strict):
             raise ValueError(f"mixture_weights are not uniform (1/{self.num_members} each)")
         if self.image_shape and self.image_shape[0] * self.image_shape[1] != self.dim:
             raise ValueError(f"image_shape {self.image_shape} does not hold D={self.dim} pixels")
+        calibration = self.calibration
+        if calibration and "product" in calibration.scores and self.product_normaliser is None:
+            raise ValueError("calibration.scores.product needs the product_normaliser it used")
         return self
 
 

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.contract.artifact import ProductNormaliser
+from service.contract.artifact import ProductNormaliser, Score
 from service.contract.ensemble import Completion
 from service.contract.mixture import Combination, Method
+from service.inference.anomaly import Anomaly, Surprise, anomaly_of, explanations
 from service.inference.engine import Engine
 from service.inference.errors import InvalidField, NoProductNormaliser
 from service.inference.state import ServingState
-from service.settings import Settings
+from service.settings import Settings, counted_samples
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,14 @@ class LikelihoodOptions:
     per_dimension: bool = False
     num_particles: int | None = None  # for rows with missing entries; None: the default
     seed: int | None = None  # of their estimates; None: a fresh one, reported
+    p_value: bool = False  # conformal p-values against the artifact's calibration rows
+    alpha: float | None = None  # flag p <= alpha (implies p_value); None: MADE_ANOMALY_ALPHA
+    score: Score | None = None  # what the p-value ranks by (implies p_value); None: likelihood
+    explain: int | None = None  # this many most surprising dimensions per row
+
+    @property
+    def anomaly(self) -> bool:
+        return self.p_value or self.alpha is not None or self.score is not None
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,8 @@ class Likelihoods:
     per_dimension: np.ndarray | None = None  # [B, K, D] when asked
     seed: int | None = None  # when some row was estimated
     product_normaliser: ProductNormaliser | None = None  # the log Z a product answer used
+    anomaly: Anomaly | None = None  # when asked
+    explanation: list[list[Surprise]] | None = None  # when asked
 
     @property
     def bits_per_dim(self) -> np.ndarray:
@@ -84,21 +95,34 @@ async def log_likelihood(
             first_missing,
             "combination=product needs rows without null entries (its marginals are intractable)",
         )
+    calibration = check_anomaly_options(engine, options, missing, first_missing)
     count = len(rows)
     combine = engine.product if product else engine.mixture
     normaliser = engine.manifest.product_normaliser if product else None
     if not missing.any():  # the common case, kept lean: the hot route's every request
         per_member, per_dimension = await exact_terms(state, engine, rows, options)
+        log_lik = combine(per_member)
+        anomaly = explanation = None
+        if calibration is not None:  # compressing rows takes a while: off the event loop
+            alpha = options.alpha if options.alpha is not None else state.settings.anomaly_alpha
+            score = options.score or "log_likelihood"
+            anomaly = await state.in_thread(anomaly_of, log_lik, rows, calibration, score, alpha)
+        if options.explain is not None:
+            explanation = await state.in_thread(
+                explanations, rows, per_member, per_dimension, engine.weights, options.explain
+            )
         return Likelihoods(
-            combine(per_member),
+            log_lik,
             observed,
             ["exact"] * count,
             np.zeros(count),
             [None] * count,
             options.combination,
             per_member=per_member if options.per_member else None,
-            per_dimension=per_dimension,
+            per_dimension=per_dimension if options.per_dimension else None,
             product_normaliser=normaliser,
+            anomaly=anomaly,
+            explanation=explanation,
         )
     log_lik = np.empty(count)
     error = np.zeros(count)
@@ -125,11 +149,46 @@ async def exact_terms(
     state: ServingState, engine: Engine, rows: np.ndarray, options: LikelihoodOptions
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Complete rows' member log-likelihoods [B, K] (through the batcher unless more is asked),
-    and their per-dimension terms [B, K, D] when asked."""
-    if not (options.per_member or options.per_dimension):
+    and their per-dimension terms [B, K, D] when asked or needed for an explanation."""
+    terms = options.per_dimension or options.explain is not None
+    if not (options.per_member or terms):
         return await state.member_log_probs(rows, engine), None
-    detail = await state.in_thread(engine.log_likelihood, rows, options.per_dimension)
-    return detail.per_member, detail.per_dimension if options.per_dimension else None
+    detail = await state.in_thread(engine.log_likelihood, rows, terms)
+    return detail.per_member, detail.per_dimension if terms else None
+
+
+def check_anomaly_options(
+    engine: Engine, options: LikelihoodOptions, missing: np.ndarray, first_missing: tuple
+) -> np.ndarray | None:
+    """Refuse anomaly options the artifact or the rows cannot honour; the calibration scores
+    the p-values will be ranked against, when asked."""
+    if options.explain is not None:
+        if options.explain > engine.dim:
+            raise InvalidField(("explain",), f"must be at most the model's {engine.dim} dimensions")
+        if missing.any():
+            raise InvalidField(first_missing, "explain needs rows without null entries")
+    if not options.anomaly:
+        return None
+    if missing.any():
+        raise InvalidField(
+            first_missing,
+            "p-values need rows without null entries: the calibration rows are scored whole, "
+            "so a marginal's log-likelihood is not comparable with them",
+        )
+    calibration = engine.manifest.calibration
+    if calibration is None:
+        raise InvalidField(
+            ("p_value",),
+            "this model has no calibration rows (train it with --calibration-fraction above 0 "
+            "and export it again)",
+        )
+    if options.combination not in calibration.scores:
+        raise InvalidField(
+            ("combination",),
+            f"this model's calibration has no {options.combination} scores; ask for "
+            f"{' or '.join(calibration.scores)}",
+        )
+    return engine.calibration[options.combination, options.score or "log_likelihood"]
 
 
 async def complete(
@@ -179,13 +238,6 @@ def particles_for(settings: Settings, requested: int | None) -> int:
             ("num_particles",), f"must be at most {settings.max_particles}, got {requested}"
         )
     return requested or settings.default_particles
-
-
-def counted_samples(num_samples: int, max_samples: int) -> int:
-    """What ``num_samples`` counts for in num_samples x rows <= MADE_MAX_SAMPLES: its next power
-    of two, within ``max_samples``. At most twice the exact product, and it puts the rule in a
-    dozen bands of num_samples, which a JSON schema can state (see ``complete_body``)."""
-    return min(1 << (num_samples - 1).bit_length(), max_samples)
 
 
 def check_samples(settings: Settings, requested: int, rows: int = 1) -> None:

@@ -38,6 +38,13 @@ class Engine(Ensemble):
         super().__init__(nets, manifest.mixture_weights)
         self.manifest = manifest
         self.session = session
+        calibration = manifest.calibration.scores if manifest.calibration else {}
+        # (combination, score) -> the held-out rows' values, ascending, for p-values.
+        self.calibration = {
+            (combination, score): np.asarray(values)
+            for combination, by_score in calibration.items()
+            for score, values in by_score.items()
+        }
 
     @classmethod
     def load(cls, directory: Path, threads: int = 1) -> "Engine":

@@ -3,10 +3,14 @@
 
 import numpy as np
 
+from service.inference.anomaly import Surprise
 from service.inference.data_plane import Completions, Likelihoods
 
 
-def likelihood_body(answer: Likelihoods) -> dict[str, object]:
+def likelihood_body(
+    answer: Likelihoods, image_shape: tuple[int, int] | None = None
+) -> dict[str, object]:
+    """``image_shape`` places explained dimensions as pixels too."""
     body: dict[str, object] = {}
     if answer.per_member is not None:
         body["per_member"] = answer.per_member
@@ -22,7 +26,26 @@ def likelihood_body(answer: Likelihoods) -> dict[str, object]:
     body["combination"] = answer.combination
     if answer.product_normaliser is not None:
         body["product_normaliser"] = answer.product_normaliser.model_dump()
+    if (anomaly := answer.anomaly) is not None:
+        body["score"] = anomaly.score
+        body["anomaly_score"] = anomaly.anomaly_score
+        body["p_value"] = anomaly.p_value
+        if anomaly.anomalous is not None:
+            body["alpha"] = anomaly.alpha
+            body["anomalous"] = anomaly.anomalous
+    if answer.explanation is not None:
+        body["explanation"] = [
+            [surprise_item(item, image_shape) for item in row] for row in answer.explanation
+        ]
     return body
+
+
+def surprise_item(item: Surprise, image_shape: tuple[int, int] | None) -> dict[str, object]:
+    fields: dict[str, object] = {"index": item.index}
+    if image_shape is not None:
+        fields["pixel"] = list(divmod(item.index, image_shape[1]))
+    fields.update(value=int(item.value), surprise=item.surprise)
+    return fields
 
 
 def completion_body(answer: Completions) -> dict[str, object]:

@@ -13,14 +13,14 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictFloat,
     StrictInt,
     WithJsonSchema,
 )
 
-from service.contract.artifact import Manifest, ProductNormaliser
+from service.contract.artifact import Manifest, ProductNormaliser, Score
 from service.contract.mixture import Combination, Method
-from service.inference.data_plane import counted_samples
-from service.settings import Settings
+from service.settings import Settings, counted_samples
 
 _ENTRY = {"anyOf": [{"type": "integer", "enum": [0, 1]}, {"type": "null"}]}
 _ROW = {
@@ -58,6 +58,8 @@ Seed = Annotated[
 Samples = Annotated[StrictInt, Field(ge=1), _WHOLE]
 Particles = Annotated[StrictInt, Field(ge=2), _WHOLE]
 Format = Literal["json", "png"]
+Alpha = Annotated[StrictFloat, Field(gt=0, lt=1)]
+Explain = Annotated[StrictInt, Field(ge=1), _WHOLE]
 
 
 class _Request(BaseModel):
@@ -79,6 +81,28 @@ class LogLikelihoodRequest(_Request):
         description="mixture: the density that sampling and completion use. product: the "
         "normalised product of experts (complete rows only; log Z estimated at export).",
     )
+    p_value: StrictBool = Field(
+        False,
+        description="Also return each row's conformal p-value against the artifact's held-out "
+        "calibration rows (complete rows only): at most a fraction alpha of normal rows get "
+        "p <= alpha.",
+    )
+    alpha: Alpha | None = Field(
+        None,
+        description="Also flag rows with p <= alpha as anomalous (implies p_value); default "
+        "MADE_ANOMALY_ALPHA when that is set.",
+    )
+    score: Score | None = Field(
+        None,
+        description="What the p-value ranks rows by (implies p_value): log_likelihood (default) "
+        "or complexity_corrected, -log p(x) minus the row's compressed length L(x) (Serra et al. "
+        "2020), for inputs simpler than the data.",
+    )
+    explain: Explain | None = Field(
+        None,
+        description="Also return this many dimensions with the largest surprise "
+        "-log p(x_d | x_<d), under the member with the highest posterior weight for the row.",
+    )
 
 
 class CompleteRequest(_Request):
@@ -99,6 +123,15 @@ class SampleRequest(_Request):
     format: Format = "json"
 
 
+class SurpriseItem(BaseModel):
+    index: int = Field(description="The dimension.")
+    pixel: Annotated[list[int], Field(min_length=2, max_length=2)] | None = Field(
+        None, description="[row, column] in the image, for image models."
+    )
+    value: int = Field(description="The row's value there.")
+    surprise: float = Field(description="-log p_k(x_d | x_<d) in nats.")
+
+
 class LogLikelihoodResponse(BaseModel):
     log_likelihood: list[float] = Field(description="log p(x) in nats (of the observed entries).")
     bits_per_dim: list[float] = Field(description="-log2 p(x) / number of observed entries.")
@@ -111,6 +144,16 @@ class LogLikelihoodResponse(BaseModel):
     combination: Combination = "mixture"
     product_normaliser: ProductNormaliser | None = Field(
         None, description="With combination=product: the log Z used and its uncertainty."
+    )
+    score: Score | None = Field(None, description="With p-values: what they rank rows by.")
+    anomaly_score: list[float] | None = Field(
+        None, description="With p-values: higher is more unusual; -log p(x), or S(x)."
+    )
+    p_value: list[float] | None = Field(None, description="Conformal, in (0, 1].")
+    alpha: float | None = Field(None, description="The threshold that set anomalous.")
+    anomalous: list[bool] | None = Field(None, description="p_value <= alpha.")
+    explanation: list[list[SurpriseItem]] | None = Field(
+        None, description="Per row, its most surprising dimensions, most surprising first."
     )
 
 
@@ -157,6 +200,9 @@ class ModelInfo(BaseModel):
     artifact_sha256: str
     created_at: str
     versions: dict[str, str]
+    calibration_rows: int | None = Field(
+        None, description="Held-out rows the p-values rank against; null: p-values refused."
+    )
 
 
 class ErrorItem(BaseModel):
@@ -231,16 +277,42 @@ def _formats(manifest: Manifest) -> dict:
     }
 
 
+def _anomaly_options(manifest: Manifest, calibrated: bool) -> dict[str, dict]:
+    """Complete rows take explanations; p-values also need calibration scores for the
+    combination asked."""
+    explain = _optional_int(1, manifest.dim, "Also return this many most surprising dimensions.")
+    if calibrated:
+        return {"explain": explain}
+    return {
+        "p_value": {"const": False},
+        "alpha": {"type": "null"},
+        "score": {"type": "null"},
+        "explain": explain,
+    }
+
+
 def log_likelihood_body(manifest: Manifest, settings: Settings) -> dict:
-    """Complete rows take every option; rows with null take neither per-member nor
-    per-dimension terms, nor the product (whose marginals are intractable)."""
+    """Complete rows take every option (p-values where the combination has calibration scores);
+    rows with null take neither per-member nor per-dimension terms, nor the product (whose
+    marginals are intractable), nor p-values and explanations."""
     combinations = ["mixture", "product"] if manifest.product_normaliser else ["mixture"]
-    complete = _body(
-        LogLikelihoodRequest,
-        settings,
-        inputs=_rows(manifest, _BIT, settings.max_rows),
-        combination={"type": "string", "enum": combinations, "default": "mixture"},
-    )
+    scored = manifest.calibration.scores if manifest.calibration else {}
+    alternatives = []
+    for calibrated in (True, False):
+        chosen = [c for c in combinations if (c in scored) == calibrated]
+        if not chosen:
+            continue
+        complete = _body(
+            LogLikelihoodRequest,
+            settings,
+            inputs=_rows(manifest, _BIT, settings.max_rows),
+            combination={"type": "string", "enum": chosen, "default": "mixture"},
+            **_anomaly_options(manifest, calibrated),
+        )
+        complete["title"] = f"complete rows, {' or '.join(chosen)}" + (
+            "" if calibrated else " (no p-values: no calibration scores)"
+        )
+        alternatives.append(complete)
     with_nulls = _body(
         LogLikelihoodRequest,
         settings,
@@ -248,12 +320,16 @@ def log_likelihood_body(manifest: Manifest, settings: Settings) -> dict:
         per_member={"const": False},
         per_dimension={"const": False},
         combination={"const": "mixture"},
+        p_value={"const": False},
+        alpha={"type": "null"},
+        score={"type": "null"},
+        explain={"type": "null"},
     )
-    complete["title"], with_nulls["title"] = "complete rows", "rows with null entries"
+    with_nulls["title"] = "rows with null entries"
     example = [d % 2 for d in range(manifest.dim)]
     return {
         "title": "LogLikelihoodRequest",
-        "anyOf": [complete, with_nulls],
+        "anyOf": [*alternatives, with_nulls],
         "examples": [{"inputs": [example], "per_member": True}],
     }
 

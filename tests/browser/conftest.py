@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import train_tiny
 from tests.servers import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -107,4 +108,18 @@ def row_server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """A made-serve process for a model without an image shape (D=8)."""
     log = tmp_path_factory.mktemp("row-server") / "serve.log"
     with made_serve(tiny_artifact, log) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def uncalibrated_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The digits model trained without calibration rows, so the service refuses p-values."""
+    from model.export import export
+
+    run = tmp_path_factory.mktemp("uncalibrated-run")
+    trained = train_tiny(run, run, source="digits", epochs=2, calibration_fraction=0.0)
+    artifact = tmp_path_factory.mktemp("artifacts") / "uncalibrated-digits"
+    export(trained, artifact)
+    log = tmp_path_factory.mktemp("uncalibrated-server") / "serve.log"
+    with made_serve(artifact, log) as url:
         yield url

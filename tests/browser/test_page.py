@@ -13,6 +13,7 @@ from tests.browser.conftest import MAX_SAMPLES
 
 pytestmark = pytest.mark.slow
 
+ALPHA = "\N{GREEK SMALL LETTER ALPHA}"
 # A digit-like stroke on the 8x8 grid: a bar across row 2 and a stem down column 2.
 PATTERN = {18, 19, 20, 21, 26, 34, 42, 50}
 # Colours of the page's small images (app.js COLORS), as read back from canvas pixels.
@@ -115,6 +116,9 @@ def test_model_card_shows_v1_model(
     expect(page.locator("#card-nll")).to_have_text(f"{model['test_nll']:.3f} nats")
     expect(page.locator("#card-bits")).to_have_text(f"{model['test_bits_per_dim']:.4f}")
     expect(page.locator("#card-sha")).to_have_text(model["artifact_sha256"][:12])
+    expect(page.locator("#card-calibration")).to_have_text(
+        f"{model['calibration_rows']} held-out rows (for p-values)"
+    )
     expect(page.locator("#card-versions")).to_contain_text(model["versions"]["made_serve"])
     weights = page.locator("#weights .bar").evaluate_all("bars => bars.map(b => b.dataset.weight)")
     assert [float(w) for w in weights] == pytest.approx(model["mixture_weights"], abs=1e-12)
@@ -188,6 +192,153 @@ def test_marginal_score_of_unknown_pixels(page: Page, server: str) -> None:
     if answer["method"][0] == "importance":
         expect(method).to_contain_text(f"standard error {answer['standard_error'][0]:.3f} nats")
     expect(page.locator("#heat-figure")).to_be_hidden()
+    for hidden in ("#anomaly-result", "#score-p-text", "#explain"):
+        expect(page.locator(hidden)).to_be_hidden()
+    expect(page.locator("#score-member")).to_contain_text("p-value and explanation need every")
+    assert '"p_value"' not in page.locator("#api-call").inner_text()
+
+
+def short(value: float) -> str:
+    """Two significant digits as the page writes them (0.031, 50, 100)."""
+    return format(float(f"{value:.2g}"), "g")
+
+
+def explained_cells(page: Page, selector: str) -> list[int]:
+    """Indices of the outlined cells under ``selector``, most surprising first."""
+    return page.locator(f"{selector} .explained").evaluate_all(
+        "cells => cells.sort((a, b) => a.dataset.rank - b.dataset.rank)"
+        ".map(c => Number(c.dataset.index))"
+    )
+
+
+def explanation_lines(answer: dict) -> list[str]:
+    return [
+        f"row {item['pixel'][0] + 1}, column {item['pixel'][1] + 1}, "
+        f"{'on' if item['value'] else 'off'}: {item['surprise']:.3f} nats of surprise"
+        for item in answer["explanation"][0]
+    ]
+
+
+def test_p_value_and_explained_pixels_match_api(
+    page: Page, server: str, console_errors: list[str], screenshots: Path
+) -> None:
+    open_page(page, server)
+    draw(page, PATTERN)
+    click_button(page, "Score", "score")
+    row = [int(d in PATTERN) for d in range(64)]
+    model = api(server, "/v1/model")
+    body = {"inputs": [row], "p_value": True, "alpha": 0.05, "explain": 5}
+    answer = api(server, "/v1/log-likelihood", body)
+    p = answer["p_value"][0]
+    assert float(page.locator("#score-p").get_attribute("data-p")) == p
+    expect(page.locator("#score-p")).to_have_text(short(p))
+    expect(page.locator("#score-anomaly")).to_contain_text(f"{answer['anomaly_score'][0]:.3f}")
+    verdict = (
+        f"Anomalous at {ALPHA} = 0.05 (p ≤ {ALPHA})" if answer["anomalous"][0] else "Not anomalous"
+    )
+    expect(page.locator("#score-verdict")).to_contain_text(verdict)
+    n = model["calibration_rows"]
+    below = round(p * (n + 1)) - 1  # p = (1 + k) / (n + 1)
+    count = f"{below} ({short(100 * below / n)}%)" if below else "none"
+    expect(page.locator("#score-p-text")).to_have_text(
+        f"p = {short(p)}: {count} of the {n} held-out normal images have a log-likelihood "
+        "this low or lower."
+    )
+    explained = answer["explanation"][0]
+    indices = [item["index"] for item in explained]
+    assert len(indices) == 5
+    assert [item["pixel"] for item in explained] == [list(divmod(d, 8)) for d in indices]
+    assert [item["value"] for item in explained] == [row[d] for d in indices]
+    # Outlined on the heat map and on the drawing, in the API's order of surprise.
+    assert explained_cells(page, "#heatmap") == indices
+    assert explained_cells(page, "#grid") == indices
+    listed = page.get_by_role("list", name="Most surprising pixels, outlined")
+    expect(listed.get_by_role("listitem")).to_have_text(explanation_lines(answer))
+    expect(page.locator("#heatmap")).to_have_attribute(
+        "aria-label", re.compile("the 5 most surprising are outlined and listed below")
+    )
+    # The explanation is the heat map's largest surprises, not another computation.
+    heat = page.locator("#heatmap .heat").evaluate_all(
+        "cells => cells.map(c => Number(c.dataset.surprise))"
+    )
+    assert [heat[d] for d in indices] == pytest.approx(
+        [item["surprise"] for item in explained], abs=1e-9
+    )
+    assert min(heat[d] for d in indices) >= max(
+        value for d, value in enumerate(heat) if d not in indices
+    )
+    page.screenshot(path=screenshots / "score-p-value.png", full_page=True)
+    # Editing the drawing drops its outlines; the heat map keeps them, dimmed as stale.
+    page.locator("#cell-0").click()
+    assert explained_cells(page, "#grid") == []
+    expect(page.locator("#score")).to_have_attribute("data-stale", "true")
+    assert console_errors == []
+
+
+def test_alpha_and_corrected_score_follow_the_api(page: Page, server: str) -> None:
+    open_page(page, server)
+    # Every pixel on: less likely than any held-out digit, so p = 1 / (n + 1) < 1.
+    page.get_by_label("Row as text (0, 1, ? for unknown)").fill("1" * 64)
+    page.keyboard.press("Enter")
+    row = [1] * 64
+    alpha_field = page.get_by_label(f"Anomaly threshold {ALPHA}")
+    click_button(page, "Score", "score")
+    p = float(page.locator("#score-p").get_attribute("data-p"))
+    n = api(server, "/v1/model")["calibration_rows"]
+    assert p == pytest.approx(1 / (n + 1))  # below every held-out digit
+    expect(page.locator("#score-p-text")).to_contain_text(f"none of the {n} held-out normal")
+    verdict = page.locator("#score-verdict")
+    for alpha, flagged in ((p, True), (p / 2, False)):
+        alpha_field.fill(repr(alpha))
+        click_button(page, "Score", "score")
+        body = {"inputs": [row], "alpha": alpha}
+        answer = api(server, "/v1/log-likelihood", body)
+        assert answer["anomalous"] == [flagged]
+        expect(verdict).to_have_attribute("data-anomalous", str(flagged).lower())
+        expect(verdict).to_contain_text(f"{ALPHA} = {alpha}")
+    alpha_field.fill("")
+    page.get_by_label("Complexity-corrected score").check()
+    click_button(page, "Score", "score")
+    assert '"score":"complexity_corrected"' in page.locator("#api-call").inner_text()
+    answer = api(server, "/v1/log-likelihood", {"inputs": [row], "score": "complexity_corrected"})
+    assert answer["score"] == "complexity_corrected" and "anomalous" not in answer
+    corrected = answer["p_value"][0]
+    assert float(page.locator("#score-p").get_attribute("data-p")) == corrected
+    expect(page.locator("#score-anomaly")).to_contain_text(f"{answer['anomaly_score'][0]:.3f}")
+    expect(page.locator("#score-anomaly")).to_contain_text("complexity-corrected")
+    expect(verdict).to_have_text(f"No threshold: set {ALPHA} to flag anomalous inputs.")
+    expect(page.locator("#score-p-text")).to_contain_text(f"p = {short(corrected)}: ")
+    expect(page.locator("#score-p-text")).to_contain_text("complexity-corrected log-likelihood")
+
+
+def test_without_calibration_the_refusal_is_shown_and_the_rest_kept(
+    page: Page, uncalibrated_server: str, console_errors: list[str], screenshots: Path
+) -> None:
+    url = uncalibrated_server
+    open_page(page, url)
+    expect(page.locator("#card-calibration")).to_have_text("none (p-values are refused)")
+    draw(page, PATTERN)
+    click_button(page, "Score", "score")
+    row = [int(d in PATTERN) for d in range(64)]
+    refused = httpx.post(
+        f"{url}/v1/log-likelihood", json={"inputs": [row], "p_value": True}, timeout=30
+    )
+    assert refused.status_code == 422
+    detail = refused.json()["detail"][0]
+    assert detail["loc"] == ["body", "p_value"]
+    expect(page.locator("#anomaly-note")).to_have_text(f"No p-value: {detail['msg']}.")
+    expect(page.locator("#message")).to_be_hidden()
+    expect(page.locator("#anomaly-result")).to_be_hidden()
+    expect(page.locator("#score-p-text")).to_be_hidden()
+    answer = api(url, "/v1/log-likelihood", {"inputs": [row], "explain": 5})
+    assert shown_number(page, "#score-ll") == pytest.approx(answer["log_likelihood"][0], abs=5e-4)
+    expect(page.locator("#heat-figure")).to_be_visible()
+    indices = [item["index"] for item in answer["explanation"][0]]
+    assert explained_cells(page, "#heatmap") == indices
+    expect(page.locator("#explain-list li")).to_have_text(explanation_lines(answer))
+    page.screenshot(path=screenshots / "score-no-calibration.png", full_page=True)
+    # The browser logs the refused request itself; nothing else may go wrong.
+    assert [e for e in console_errors if "status of 422" not in e] == []
 
 
 def test_keyboard_paints_the_grid(page: Page, server: str) -> None:
@@ -295,6 +446,11 @@ def test_errors_are_readable_messages(page: Page, server: str, screenshots: Path
     page.get_by_label("Seed", exact=True).fill("one")
     click_button(page, "Sample", "sample")
     expect(message).to_have_text("Seed must be a whole number ≥ 0.")
+    page.get_by_label(f"Anomaly threshold {ALPHA}").fill("1.5")
+    click_button(page, "Score", "score")
+    expect(message).to_have_text(
+        f"{ALPHA} must be a number between 0 and 1, or empty for the default."
+    )
     # A real overload is not reproducible on demand; answer as the service does when it is.
     page.route(
         "**/v1/sample",

@@ -81,6 +81,7 @@ async def model_info(request: Request) -> ModelInfo:
             "manifest_schema": str(m.schema_version),
             "onnxruntime": onnxruntime.__version__,
         },
+        calibration_rows=len(m.calibration.rows) if m.calibration else None,
     )
 
 
@@ -114,10 +115,18 @@ async def log_likelihood(request: Request) -> NumpyJSONResponse:
     engine = state.require_engine()
     body, rows = await _read_rows(request, state, engine, LogLikelihoodRequest)
     options = LikelihoodOptions(
-        body.combination, body.per_member, body.per_dimension, body.num_particles, body.seed
+        body.combination,
+        body.per_member,
+        body.per_dimension,
+        body.num_particles,
+        body.seed,
+        body.p_value,
+        body.alpha,
+        body.score,
+        body.explain,
     )
     answer = await data_plane.log_likelihood(state, engine, rows, options)
-    return NumpyJSONResponse(likelihood_body(answer))
+    return NumpyJSONResponse(likelihood_body(answer, engine.manifest.image_shape))
 
 
 @router.post(

@@ -4,6 +4,7 @@
 (() => {
   const ROW_COLUMNS = 16; // layout of the row editor for models without an image shape
   const THUMB_PIXELS = 96; // rough size of a completion or sample image
+  const EXPLAIN = 5; // most surprising dimensions asked for and outlined
   const COLORS = {
     on: "#111111",
     off: "#ffffff",
@@ -33,11 +34,12 @@
 
   const $ = (id) => document.getElementById(id);
 
-  /** An HTTP error from the API, with a message meant for a person. */
+  /** An HTTP error from the API, with a message meant for a person and the body's detail. */
   class ApiError extends Error {
-    constructor(status, message) {
+    constructor(status, message, detail) {
       super(message);
       this.status = status;
+      this.detail = detail;
     }
   }
 
@@ -97,7 +99,7 @@
     }
     if (!response.ok) {
       const message = describeError(response.status, data, response.headers.get("Retry-After"));
-      throw new ApiError(response.status, message);
+      throw new ApiError(response.status, message, data && data.detail);
     }
     return data;
   }
@@ -166,6 +168,7 @@
     $("card-members").textContent = `${m.num_members} (${m.weights_kind} weights)`;
     $("card-nll").textContent = `${m.test_nll.toFixed(3)} nats`;
     $("card-bits").textContent = m.test_bits_per_dim.toFixed(4);
+    $("card-calibration").textContent = calibrationText(m.calibration_rows);
     $("card-sha").textContent = m.artifact_sha256.slice(0, 12);
     $("card-sha").title = m.artifact_sha256;
     $("card-versions").textContent = Object.entries(m.versions)
@@ -192,6 +195,12 @@
     $("weights-figure").hidden = false;
   }
 
+  function calibrationText(rows) {
+    if (rows === undefined) return "not reported (p-values are asked for when scoring)";
+    if (rows === null) return "none (p-values are refused)";
+    return `${rows} held-out rows (for p-values)`;
+  }
+
   async function loadModel() {
     const m = await api("GET", "/v1/model");
     state.model = m;
@@ -203,6 +212,9 @@
     }
     state.pixels = new Array(m.dim).fill(0);
     renderCard(m);
+    $("explain-title").textContent = m.image_shape
+      ? "Most surprising pixels, outlined"
+      : "Most surprising dimensions, outlined";
     buildGrid($("grid"), "cell");
     buildGrid($("heatmap"), "heat");
     refreshGrid();
@@ -261,10 +273,12 @@
     $("row-text").value = state.pixels.map((v) => (v === null ? "?" : String(v))).join("");
   }
 
-  /** Results shown for an earlier drawing are dimmed and labelled, never silently kept. */
+  /** Results shown for an earlier drawing are dimmed and labelled, never silently kept; the
+   * drawing itself loses the outlines of the last score's explanation. */
   function markStale() {
     if (!$("score-result").hidden) $("score").dataset.stale = "true";
     if (!$("complete-info").hidden) $("complete").dataset.stale = "true";
+    outline($("grid"), []);
   }
 
   function setPixel(d, value) {
@@ -390,7 +404,20 @@
     return { k, posterior: 1 / total };
   }
 
-  function renderHeat(surprise, pixels, member) {
+  /** Outline the cells of ``explained`` (API items, most surprising first) in ``container``. */
+  function outline(container, explained) {
+    container.querySelectorAll(".explained").forEach((cell) => {
+      cell.classList.remove("explained");
+      delete cell.dataset.rank;
+    });
+    explained.forEach((item, rank) => {
+      const cell = container.querySelector(`[data-index="${item.index}"]`);
+      cell.classList.add("explained");
+      cell.dataset.rank = String(rank + 1);
+    });
+  }
+
+  function renderHeat(surprise, pixels, member, explained) {
     const scale = Math.max(Math.LN2, ...surprise);
     surprise.forEach((value, d) => {
       const cell = $(`heat-${d}`);
@@ -399,15 +426,117 @@
       cell.dataset.state = stateName(pixels[d]);
       cell.title = `${cellName(d)}: ${value.toFixed(3)} nats`;
     });
+    outline($("heatmap"), explained);
     const total = surprise.reduce((sum, value) => sum + value, 0);
     $("heatmap").setAttribute(
       "aria-label",
-      `Heat map of per-pixel surprise under member ${member.k}; total ${total.toFixed(3)} nats`,
+      `Heat map of per-pixel surprise under member ${member.k}; total ${total.toFixed(3)} nats; ` +
+        `the ${explained.length} most surprising are outlined and listed below`,
     );
     $("heat-caption").textContent =
       `Per-pixel surprise −log p(x_d | x_<d) under member ${member.k}; white 0, dark red ` +
-      `${scale.toFixed(2)} nats. Dots mark pixels that are on.`;
+      `${scale.toFixed(2)} nats. Dots mark pixels that are on; blue outlines the ` +
+      `${explained.length} most surprising.`;
     $("heat-figure").hidden = false;
+  }
+
+  function renderExplanation(explained) {
+    $("explain-list").replaceChildren(
+      ...explained.map((item) => {
+        const entry = document.createElement("li");
+        entry.dataset.index = String(item.index);
+        entry.dataset.surprise = String(item.surprise);
+        entry.textContent =
+          `${cellName(item.index)}, ${stateName(item.value)}: ` +
+          `${item.surprise.toFixed(3)} nats of surprise`;
+        return entry;
+      }),
+    );
+    outline($("grid"), explained);
+    $("explain").hidden = false;
+  }
+
+  /** Two significant digits, without trailing zeros: 0.031, 0.5, 1. */
+  function shortNumber(value) {
+    return String(Number(value.toPrecision(2)));
+  }
+
+  /** What p says in words. With the n calibration rows known, p = (1 + k) / (n + 1) gives the
+   * exact count k of held-out rows scoring as low: "about p" would claim some when k is 0. */
+  function pValueSentence(p, corrected) {
+    const what = corrected ? "complexity-corrected log-likelihood" : "log-likelihood";
+    const kind = state.model.image_shape ? "images" : "rows";
+    const n = state.model.calibration_rows;
+    const head = `p = ${shortNumber(p)}: `;
+    const tail = `have a ${what} this low or lower.`;
+    if (!Number.isInteger(n)) {
+      return `${head}about ${shortNumber(100 * p)}% of held-out normal ${kind} ${tail}`;
+    }
+    const k = Math.round(p * (n + 1)) - 1;
+    const count = k === 0 ? "none" : `${k} (${shortNumber((100 * k) / n)}%)`;
+    return `${head}${count} of the ${n} held-out normal ${kind} ${tail}`;
+  }
+
+  function renderAnomaly(result) {
+    const p = result.p_value[0];
+    const corrected = result.score === "complexity_corrected";
+    $("score-p").textContent = shortNumber(p);
+    $("score-p").dataset.p = String(p);
+    $("score-anomaly").textContent =
+      `${result.anomaly_score[0].toFixed(3)} ` +
+      (corrected ? "(−log p(x) − L(x), complexity-corrected)" : "(−log p(x), nats)");
+    const verdict = $("score-verdict");
+    if (result.anomalous === undefined) {
+      verdict.textContent = "No threshold: set α to flag anomalous inputs.";
+      verdict.dataset.anomalous = "";
+    } else {
+      const flagged = result.anomalous[0];
+      verdict.textContent = flagged
+        ? `Anomalous at α = ${result.alpha} (p ≤ α)`
+        : `Not anomalous at α = ${result.alpha} (p > α)`;
+      verdict.dataset.anomalous = String(flagged);
+    }
+    $("score-p-text").textContent = pValueSentence(p, corrected);
+    $("anomaly-result").hidden = false;
+    $("score-p-text").hidden = false;
+  }
+
+  function readAlpha() {
+    const text = $("score-alpha").value.trim();
+    if (text === "") return null;
+    const alpha = Number(text);
+    if (!(alpha > 0 && alpha < 1)) {
+      throw new InputError("α must be a number between 0 and 1, or empty for the default.");
+    }
+    return alpha;
+  }
+
+  /** The message of a 422 that refuses p-values (an artifact without calibration rows), or null. */
+  function pValueRefusal(error) {
+    if (!(error instanceof ApiError) || error.status !== 422 || !Array.isArray(error.detail)) {
+      return null;
+    }
+    const item = error.detail.find((entry) => (entry.loc || []).join(".") === "body.p_value");
+    return item ? item.msg : null;
+  }
+
+  /** A complete row's score with p-value and explanation; where the artifact refuses p-values,
+   * the same score without them and the refusal's message, so the rest still shows. */
+  async function scoreComplete() {
+    const alpha = readAlpha();
+    const explain = Math.min(EXPLAIN, state.model.dim);
+    const fields = { inputs: [inputRow()], per_member: true, per_dimension: true, explain };
+    const anomaly = { p_value: true };
+    if (alpha !== null) anomaly.alpha = alpha;
+    if ($("score-corrected").checked) anomaly.score = "complexity_corrected";
+    try {
+      const body = jsonBody({ ...fields, ...anomaly });
+      return { result: await api("POST", "/v1/log-likelihood", body), refusal: null };
+    } catch (error) {
+      const refusal = pValueRefusal(error);
+      if (refusal === null) throw error;
+      return { result: await api("POST", "/v1/log-likelihood", jsonBody(fields)), refusal };
+    }
   }
 
   async function score() {
@@ -416,10 +545,9 @@
     const unknown = pixels.filter((v) => v === null).length;
     // A seed makes a sampled marginal reproducible: the same call gives the same estimate.
     const seed = unknown ? randomSeed() : undefined;
-    const fields = unknown
-      ? { inputs: [inputRow()] }
-      : { inputs: [inputRow()], per_member: true, per_dimension: true };
-    const result = await api("POST", "/v1/log-likelihood", jsonBody(fields, seed));
+    const { result, refusal } = unknown
+      ? { result: await api("POST", "/v1/log-likelihood", jsonBody({ inputs: [inputRow()] }, seed)) }
+      : await scoreComplete();
     const method = result.method[0];
     $("score-ll").textContent = `${result.log_likelihood[0].toFixed(3)} nats`;
     $("score-bits").textContent = result.bits_per_dim[0].toFixed(4);
@@ -436,19 +564,32 @@
         `effective sample size ${ess.toFixed(1)}, seed ${seed}`;
     }
     $("score-method").dataset.seed = seed ?? "";
+    for (const id of ["anomaly-result", "score-p-text", "anomaly-note", "explain"]) {
+      $(id).hidden = true;
+    }
+    outline($("grid"), []);
     if (unknown) {
       $("heat-figure").hidden = true;
       delete memberText.dataset.member;
       memberText.textContent =
-        "The heat map needs every pixel known: turn unknown pixels on or off to see it.";
+        "The heat map, p-value and explanation need every pixel known: turn unknown pixels " +
+        "on or off to see them.";
     } else {
       const member = likeliestMember(state.model.mixture_weights, result.per_member[0]);
       const surprise = result.per_dimension[0][member.k].map((logp) => -logp);
-      renderHeat(surprise, pixels, member);
+      const explained = result.explanation[0];
+      renderHeat(surprise, pixels, member, explained);
+      renderExplanation(explained);
       memberText.textContent =
         `Member ${member.k} explains this input best ` +
         `(posterior weight ${member.posterior.toFixed(3)}).`;
       memberText.dataset.member = String(member.k);
+      if (refusal === null) {
+        renderAnomaly(result);
+      } else {
+        $("anomaly-note").textContent = `No p-value: ${refusal}.`;
+        $("anomaly-note").hidden = false;
+      }
     }
     memberText.hidden = false;
     $("score-result").hidden = false;
