@@ -15,9 +15,10 @@ import onnxruntime as ort
 
 from service.contract import artifact, parity
 from service.contract.artifact import ArtifactError, Manifest
-from service.contract.ensemble import Ensemble, log_terms
+from service.contract.ensemble import log_terms
 from service.contract.graph_nets import member_nets_from_graph
 from service.contract.mixture import product_log_unnormalised
+from service.contract.onnx_members import OnnxMembers, cpu_session
 from service.contract.sampler import MemberNet
 from service.inference.errors import NoProductNormaliser
 
@@ -31,13 +32,11 @@ class Likelihood:
     per_dimension: np.ndarray  # [B, K, D] log p_k(x_d | x_<d)
 
 
-class Engine(Ensemble):
+class Engine(OnnxMembers):
     """A loaded artifact: the onnxruntime session for batches, member weights for sampling."""
 
     def __init__(self, manifest: Manifest, session: ort.InferenceSession, nets: list[MemberNet]):
-        super().__init__(nets, manifest.mixture_weights)
-        self.manifest = manifest
-        self.session = session
+        super().__init__(manifest, session, nets)
         calibration = manifest.calibration.scores if manifest.calibration else {}
         # (combination, score) -> the held-out rows' values, ascending, for p-values.
         self.calibration = {
@@ -53,14 +52,7 @@ class Engine(Ensemble):
         onnx_path = artifact.verify_onnx_file(directory, manifest)
         try:
             model = onnx.load(str(onnx_path))
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            # Idle intra-op threads would spin on the cores the event loop needs between batches.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            session = ort.InferenceSession(
-                model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-            )
+            session = cpu_session(model.SerializeToString(), threads)
         except Exception as exc:  # onnx and onnxruntime raise many unrelated types on bad files
             raise ArtifactError(f"{onnx_path} cannot be loaded: {exc}") from exc
         nets = member_nets_from_graph(model, manifest)
@@ -105,17 +97,6 @@ class Engine(Ensemble):
                     )
 
     # -- batched model calls ---------------------------------------------------------------
-    def forward(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """rows [B, D] -> member log-likelihoods [B, K] float64 and logits [B, K, D] float32."""
-        log_prob, logits = self.session.run(
-            [artifact.OUTPUT_LOG_PROB, artifact.OUTPUT_LOGITS], {artifact.INPUT_X: rows}
-        )
-        return log_prob.astype(np.float64), logits
-
-    def member_log_probs(self, rows: np.ndarray) -> np.ndarray:
-        (log_prob,) = self.session.run([artifact.OUTPUT_LOG_PROB], {artifact.INPUT_X: rows})
-        return log_prob.astype(np.float64)
-
     def log_likelihood(self, rows: np.ndarray, per_dimension: bool = False) -> Likelihood:
         """Complete rows [B, D] -> mixture and member log-likelihoods (and per-dimension terms)."""
         if per_dimension:
