@@ -9,6 +9,7 @@ be served by the runtime stage's venv; the README's commands are read from the R
 import os
 import re
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,13 +139,18 @@ def readme_study_install() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def study_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """torch, then the README's study install, in a new venv holding a copy of the source stage."""
+def study_venv(tmp_path_factory: pytest.TempPathFactory, build_stage: BuildStage) -> Path:
+    """The README's study install over a copy of the build stage's venv (torch and the train
+    extra, already checked to hold nothing else), from a copy of the source stage: the same
+    pinned wheels as a fresh venv, without unpacking torch again (CI's time)."""
     root = tmp_path_factory.mktemp("study-extras")
     source = copy_source_stage(root)
-    pip = [new_venv(root / "venv") / "bin" / "python", "-m", "pip"]
-    run_checked([*pip, "install", "--quiet", *TORCH_ON_DISK.split(), "torch==2.13.0"], source)
+    # Without the bytecode the build stage's runs left: stale package folders would outlive the
+    # reinstall and shadow the editable source.
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(build_stage.venv, root / "venv", symlinks=True, ignore=ignore)
     _, *args = readme_study_install()
+    pip = [root / "venv" / "bin" / "python", "-m", "pip"]
     run_checked([*pip, *args, *TORCH_ON_DISK.split(), "--quiet"], source)
     return root / "venv"
 
