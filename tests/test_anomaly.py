@@ -273,3 +273,23 @@ def test_the_product_is_ranked_against_its_own_calibration_scores(
         answer = client.http.post("/v1/log-likelihood", json=body).json()
     expected = conformal.p_values(product_scores, np.array(answer["log_likelihood"]))
     np.testing.assert_array_equal(answer["p_value"], expected)
+
+
+def test_a_different_compressor_is_named_at_load(
+    tiny_artifact: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import shutil
+
+    copy = tmp_path / "art"
+    shutil.copytree(tiny_artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["calibration"]["compressor"] = "raw deflate, zlib 0.9 level 9, 8 entries a byte"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING", logger="made_serve"):
+        Engine.load(copy)
+    assert "zlib 0.9" in caplog.text and conformal.COMPRESSOR in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="made_serve"):
+        Engine.load(tiny_artifact)
+    assert "compress" not in caplog.text

@@ -6,6 +6,7 @@ Pure arrays in and out; no HTTP. Log-probabilities are in nats. Rows are [B, D] 
 with NaN marking a missing entry where a method allows it.
 """
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from service.contract import artifact, parity
+from service.contract import artifact, conformal, parity
 from service.contract.artifact import ArtifactError, Manifest
 from service.contract.ensemble import log_terms
 from service.contract.graph_nets import member_nets_from_graph
@@ -22,6 +23,7 @@ from service.contract.onnx_members import OnnxMembers, cpu_session
 from service.contract.sampler import MemberNet
 from service.inference.errors import NoProductNormaliser
 
+log = logging.getLogger("made_serve")
 SMOKE_ROWS = 8  # per member sampled, and random, for the load-time parity check
 
 
@@ -58,6 +60,15 @@ class Engine(OnnxMembers):
         nets = member_nets_from_graph(model, manifest)
         engine = cls(manifest, session, nets)
         engine.smoke_check(nets)
+        calibration = manifest.calibration
+        if calibration is not None and calibration.compressor != conformal.COMPRESSOR:
+            log.warning(
+                "%s: its complexity-corrected calibration was measured with %s, this process "
+                "compresses with %s; score=complexity_corrected p-values may be slightly off",
+                directory,
+                calibration.compressor,
+                conformal.COMPRESSOR,
+            )
         return engine
 
     def smoke_check(self, nets: list[MemberNet]) -> None:
