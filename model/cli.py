@@ -162,4 +162,10 @@ def export_main(argv: list[str] | None = None) -> int:
         f"sha256 {manifest.onnx.sha256[:12]}, largest onnxruntime-float64 gap {gap:.1e} nats, "
         f"test NLL {manifest.metrics['test'].shipped_mixture:.3f})"
     )
+    calibration = manifest.calibration
+    print(
+        f"p-values rank against {len(calibration.rows):,} held-out calibration rows"
+        if calibration
+        else "no calibration rows (trained with --calibration-fraction 0): p-values are refused"
+    )
     return 0
