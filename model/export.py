@@ -19,12 +19,12 @@ import onnxruntime as ort
 import torch
 from pydantic import ValidationError
 
-from model.data import CALIBRATION_SEED, load_dataset
+from model.data import CALIBRATION_SEED, Dataset, hold_out_calibration
 from model.exported import ExportedMembers
 from model.made import MADE
 from model.normaliser import CONFIDENCE, estimate_log_normaliser, product_sampler
 from model.onnx_graph import OPSET, build_graph
-from model.train import SplitNll, TrainedModel, member_log_probs, training_data
+from model.train import SplitNll, TrainedModel, member_log_probs, source_data
 from service.contract import artifact, conformal, parity
 from service.contract.masks import MaskPool
 from service.contract.mixture import product_log_unnormalised
@@ -61,13 +61,12 @@ def trained_nets(trained: TrainedModel) -> list[MemberNet]:
     return member_nets(trained.model.pool, *trained_weights(trained))
 
 
-def parity_inputs(trained: TrainedModel, seed: int = 0) -> dict[str, np.ndarray]:
-    """Real validation rows, the members' own samples and random rows of every density, by kind,
-    each [N, D] float32: random rows score far below real ones under a sharp model."""
+def parity_inputs(trained: TrainedModel, valid: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+    """Real validation rows (from ``valid``), the members' own samples and random rows of every
+    density, by kind, each [N, D] float32: random rows score far below real ones under a sharp
+    model."""
     rng = np.random.default_rng(seed)
     dim, k = trained.model.dim, trained.model.num_members
-    config = trained.config
-    valid = load_dataset(config.source, Path(config.data_dir) if config.data_dir else None).valid
     members = np.repeat(np.arange(k), math.ceil(PARITY_ROWS / k))
     nothing_given = np.full((len(members), dim), np.nan, dtype=np.float32)
     sampled, _ = Sampler(trained_nets(trained)).draw(
@@ -204,13 +203,13 @@ def estimate_product_normaliser(
 
 
 def calibrate(
-    trained: TrainedModel,
+    data: Dataset,
     members: ExportedMembers,
     normaliser: artifact.ProductNormaliser | None,
 ) -> artifact.Calibration | None:
-    """The exported combinations' scores of the run's held-out calibration rows, computed by the
-    written graph as the service computes a request's; None for runs that held none out."""
-    data = training_data(trained.config)
+    """The exported combinations' scores of the run's held-out calibration rows (``data``, as
+    the run split it), computed by the written graph as the service computes a request's; None
+    for runs that held none out."""
     if data.calibration is None:
         return None
     rows = data.calibration
@@ -253,7 +252,8 @@ def export(
         trained = prune_members(trained)
     model = onnx_model(trained)
     model_bytes = model.SerializeToString()
-    gap = check_parity(trained, model_bytes, parity_inputs(trained))
+    source = source_data(trained.config)  # read once: parity rows and calibration rows
+    gap = check_parity(trained, model_bytes, parity_inputs(trained, source.valid))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
@@ -264,7 +264,8 @@ def export(
         if product:
             normaliser = estimate_product_normaliser(members)
             manifest = manifest.model_copy(update={"product_normaliser": normaliser})
-        calibration = calibrate(trained, members, manifest.product_normaliser)
+        split = hold_out_calibration(source, trained.config.calibration_fraction)
+        calibration = calibrate(split, members, manifest.product_normaliser)
         # model_copy does not validate: the checks across fields run once more on the whole.
         manifest = artifact.Manifest.model_validate(
             {**manifest.model_dump(), "calibration": calibration}

@@ -144,10 +144,14 @@ def pool_from_state(state: dict) -> MaskPool:
     )
 
 
+def source_data(config: TrainConfig) -> Dataset:
+    """The run's data source as it comes, every validation row included."""
+    return load_dataset(config.source, Path(config.data_dir) if config.data_dir else None)
+
+
 def training_data(config: TrainConfig) -> Dataset:
     """The rows a run trains, stops and fits weights on, with its calibration rows held out."""
-    folder = Path(config.data_dir) if config.data_dir else None
-    return hold_out_calibration(load_dataset(config.source, folder), config.calibration_fraction)
+    return hold_out_calibration(source_data(config), config.calibration_fraction)
 
 
 def dataset_info(data: Dataset) -> DatasetInfo:
