@@ -2,6 +2,7 @@
 
 import hashlib
 import math
+from dataclasses import fields
 from importlib.metadata import version
 
 import numpy as np
@@ -114,16 +115,9 @@ async def log_likelihood(request: Request) -> NumpyJSONResponse:
     state = serving_state(request)
     engine = state.require_engine()
     body, rows = await _read_rows(request, state, engine, LogLikelihoodRequest)
+    # The body's options are the data plane's, field for field.
     options = LikelihoodOptions(
-        body.combination,
-        body.per_member,
-        body.per_dimension,
-        body.num_particles,
-        body.seed,
-        body.p_value,
-        body.alpha,
-        body.score,
-        body.explain,
+        **{f.name: getattr(body, f.name) for f in fields(LikelihoodOptions)}
     )
     answer = await data_plane.log_likelihood(state, engine, rows, options)
     return NumpyJSONResponse(likelihood_body(answer, engine.manifest.image_shape))
