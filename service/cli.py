@@ -1,4 +1,4 @@
-"""``made-serve``: validate the artifact, then run the app under uvicorn."""
+"""``made-serve``: load and validate the startup models, then run the app under uvicorn."""
 
 import argparse
 import logging
@@ -12,7 +12,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from service.contract.artifact import ArtifactError
-from service.inference.engine import Engine
+from service.inference.models import prepare_startup
 from service.settings import Settings
 from service.transport.http_limits import limited_protocol
 from service.transport.request_log import logging_config
@@ -22,7 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="made-serve", description="Serve a MADE artifact over HTTP (settings: MADE_*)."
     )
-    parser.add_argument("--model", type=Path, help="artifact directory (MADE_MODEL_DIR)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", type=Path, help="artifact directory (MADE_MODEL_DIR)")
+    source.add_argument(
+        "--model-repository",
+        type=Path,
+        help="folder of models, one subfolder each, holding an artifact or numbered version "
+        "folders (MADE_MODEL_REPOSITORY)",
+    )
     parser.add_argument("--host", help="address to bind (MADE_HOST)")
     parser.add_argument("--port", type=int, help="port (MADE_PORT)")
     parser.add_argument("--workers", type=int, help="worker processes (MADE_WORKERS)")
@@ -31,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         key: value
         for key, value in (
             ("model_dir", args.model),
+            ("model_repository", args.model_repository),
             ("host", args.host),
             ("port", args.port),
             ("workers", args.workers),
@@ -40,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(**overrides)
     log_config = logging_config(settings.log_level)
     logging.config.dictConfig(log_config)
+    served = settings.model_repository or settings.model_dir
     try:  # fail fast with one line, before uvicorn starts
-        engine = Engine.load(settings.model_dir, settings.onnx_threads())
+        startup = prepare_startup(settings)
     except ArtifactError as exc:
-        print(f"made-serve: cannot serve {settings.model_dir}: {exc}", file=sys.stderr)
+        print(f"made-serve: cannot serve {served}: {exc}", file=sys.stderr)
         return 1
     # uvicorn drains on SIGTERM, then re-raises the signal; by then the drain is done, so exit 0
     # as orchestrators expect of a clean stop.
@@ -56,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             settings.workers,
         )
         hand_to_workers(overrides)
-        del engine  # each worker loads its own; this one only proved the artifact sound
+        del startup  # each worker loads its own; this one only proved the artifacts sound
         app = "service.asgi:app"
     else:
         from service.transport.app import create_app
 
-        app = create_app(settings, engine=engine)
+        app = create_app(settings, startup=startup)
     uvicorn.run(
         app,
         host=settings.host,

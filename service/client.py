@@ -6,6 +6,7 @@ which is sent as JSON null. Log-likelihoods are in nats.
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -172,8 +173,32 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
+@dataclass(frozen=True)
+class _Routes:
+    """The paths of one model: the server's default one (``model`` None), a named one (its
+    latest version) or a named version."""
+
+    model: str | None = None
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.version is not None and self.model is None:
+            raise ValueError("a version needs a model name")
+
+    @property
+    def info(self) -> str:
+        if self.model is None:
+            return "/v1/model"
+        path = f"/v1/models/{quote(self.model, safe='')}"
+        return path if self.version is None else f"{path}/versions/{quote(self.version, safe='')}"
+
+    def of(self, operation: str) -> str:
+        return f"/v1/{operation}" if self.model is None else f"{self.info}/{operation}"
+
+
 class MadeClient:
-    """Blocking client. Pass ``base_url``, or an ``httpx.Client`` (e.g. FastAPI's TestClient)."""
+    """Blocking client. Pass ``base_url``, or an ``httpx.Client`` (e.g. FastAPI's TestClient);
+    ``model`` (and ``version``) to talk to one model of a repository instead of the default."""
 
     def __init__(
         self,
@@ -183,9 +208,12 @@ class MadeClient:
         transport: httpx.BaseTransport | None = None,
         api_key: str | None = None,
         timeout: float = 60.0,
+        model: str | None = None,
+        version: str | None = None,
     ):
         self.http = client or httpx.Client(base_url=base_url, transport=transport, timeout=timeout)
         self.headers = _headers(api_key)
+        self.routes = _Routes(model, version)
 
     def _get(self, path: str) -> httpx.Response:
         return _checked(self.http.get(path, headers=self.headers))
@@ -198,7 +226,11 @@ class MadeClient:
         return self.http.get("/readyz", headers=self.headers).status_code == 200
 
     def model(self) -> dict[str, Any]:
-        return self._get("/v1/model").json()
+        return self._get(self.routes.info).json()
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every model the server's repository holds, with its versions and their state."""
+        return self._get("/v1/models").json()["models"]
 
     def log_likelihood(
         self,
@@ -221,7 +253,7 @@ class MadeClient:
             combination,
             anomaly or AnomalyOptions(),
         )
-        return _log_likelihood(self._post("/v1/log-likelihood", body).json())
+        return _log_likelihood(self._post(self.routes.of("log-likelihood"), body).json())
 
     def complete(
         self,
@@ -231,21 +263,22 @@ class MadeClient:
         seed: int | None = None,
     ) -> Completions:
         body = _complete_body(inputs, num_samples, num_particles, seed)
-        return _completions(self._post("/v1/complete", body).json())
+        return _completions(self._post(self.routes.of("complete"), body).json())
 
     def complete_png(
         self, inputs: ArrayLike, num_samples: int = 1, seed: int | None = None
     ) -> bytes:
         """A PNG grid of the completions, one row of the grid per input (image models only)."""
         body = _body(inputs=encode_rows(inputs), num_samples=num_samples, seed=seed, format="png")
-        return self._post("/v1/complete", body).content
+        return self._post(self.routes.of("complete"), body).content
 
     def sample(self, num_samples: int = 1, seed: int | None = None) -> Samples:
-        return _samples(self._post("/v1/sample", _body(num_samples=num_samples, seed=seed)).json())
+        body = _body(num_samples=num_samples, seed=seed)
+        return _samples(self._post(self.routes.of("sample"), body).json())
 
     def sample_png(self, num_samples: int = 1, seed: int | None = None) -> bytes:
         body = _body(num_samples=num_samples, seed=seed, format="png")
-        return self._post("/v1/sample", body).content
+        return self._post(self.routes.of("sample"), body).content
 
     def close(self) -> None:
         self.http.close()
@@ -262,11 +295,14 @@ class AsyncMadeClient:
         transport: httpx.AsyncBaseTransport | None = None,
         api_key: str | None = None,
         timeout: float = 60.0,
+        model: str | None = None,
+        version: str | None = None,
     ):
         self.http = client or httpx.AsyncClient(
             base_url=base_url, transport=transport, timeout=timeout
         )
         self.headers = _headers(api_key)
+        self.routes = _Routes(model, version)
 
     async def _get(self, path: str) -> httpx.Response:
         return _checked(await self.http.get(path, headers=self.headers))
@@ -278,7 +314,10 @@ class AsyncMadeClient:
         return (await self.http.get("/readyz", headers=self.headers)).status_code == 200
 
     async def model(self) -> dict[str, Any]:
-        return (await self._get("/v1/model")).json()
+        return (await self._get(self.routes.info)).json()
+
+    async def models(self) -> list[dict[str, Any]]:
+        return (await self._get("/v1/models")).json()["models"]
 
     async def log_likelihood(
         self,
@@ -299,7 +338,7 @@ class AsyncMadeClient:
             combination,
             anomaly or AnomalyOptions(),
         )
-        return _log_likelihood((await self._post("/v1/log-likelihood", body)).json())
+        return _log_likelihood((await self._post(self.routes.of("log-likelihood"), body)).json())
 
     async def complete(
         self,
@@ -309,11 +348,11 @@ class AsyncMadeClient:
         seed: int | None = None,
     ) -> Completions:
         body = _complete_body(inputs, num_samples, num_particles, seed)
-        return _completions((await self._post("/v1/complete", body)).json())
+        return _completions((await self._post(self.routes.of("complete"), body)).json())
 
     async def sample(self, num_samples: int = 1, seed: int | None = None) -> Samples:
         body = _body(num_samples=num_samples, seed=seed)
-        return _samples((await self._post("/v1/sample", body)).json())
+        return _samples((await self._post(self.routes.of("sample"), body)).json())
 
     async def aclose(self) -> None:
         await self.http.aclose()

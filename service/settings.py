@@ -22,12 +22,43 @@ def available_cpus() -> int:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MADE_", extra="ignore")
 
-    model_dir: Path = Field(Path("artifacts/digits"), description="Artifact directory to serve.")
+    model_dir: Path = Field(
+        Path("artifacts/digits"),
+        description="Artifact directory to serve (without MADE_MODEL_REPOSITORY).",
+    )
+    model_repository: Path | None = Field(
+        None,
+        description="Folder of models to serve instead: one subfolder per model name, holding an "
+        "artifact or numbered version folders (1/, 2/).",
+    )
+    default_model: str | None = Field(
+        None,
+        description="The model the plain /v1 routes answer for; default: the only one.",
+    )
+    startup_models: list[str] | None = Field(
+        None,
+        description='Models loaded at start, JSON list (["a", "b"]); default: every model. '
+        "/readyz is 200 once they are all loaded.",
+    )
+    max_loaded_models: int | None = Field(
+        None,
+        ge=1,
+        description="Model versions loaded at once at most; loading one more unloads the least "
+        "recently used. Unset: no limit.",
+    )
+    load_on_demand: bool = Field(
+        True,
+        description="Load a model a request asks for that is not loaded; off: 503 with "
+        "Retry-After until it is loaded through the repository API.",
+    )
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=1, le=65535, description="Port to bind.")
     workers: int = Field(1, ge=1, description="uvicorn worker processes.")
     intra_op_threads: int = Field(
-        0, ge=0, description="onnxruntime intra-op threads; 0 = available CPUs / workers."
+        0,
+        ge=0,
+        description="onnxruntime intra-op threads of the process, shared out between the models "
+        "it may hold; 0 = available CPUs / workers.",
     )
     batching: bool = Field(True, description="Merge concurrent requests into one model call.")
     max_batch_size: int = Field(256, ge=1, description="Most rows in one batched model call.")
@@ -100,6 +131,11 @@ class Settings(BaseSettings):
 
     def onnx_threads(self) -> int:
         return self.intra_op_threads or max(1, available_cpus() // self.workers)
+
+    def threads_per_model(self, models: int) -> int:
+        """Each session's share of the process's threads when ``models`` may be loaded at once,
+        so that together they do not oversubscribe the CPUs (one thread: the caller's only)."""
+        return max(1, self.onnx_threads() // max(1, models))
 
 
 def counted_samples(num_samples: int, max_samples: int) -> int:

@@ -157,7 +157,8 @@ def test_a_batch_with_nothing_behind_it_leaves_the_rate_alone() -> None:
 def test_the_app_measures_the_rate_at_start_and_applies_the_settings(tiny_artifact: Path) -> None:
     settings = Settings(model_dir=tiny_artifact, request_timeout_s=2.0, max_queue_bytes=4096)
     with TestClient(create_app(settings)) as client:
-        batcher = client.app.state.serving.batcher
+        serving = client.app.state.serving
+        batcher = serving.batchers[serving.engine]
         assert batcher.admission == Admission(2.0, 4096, None)
         assert batcher.throughput.rows_per_s > 0
         # 20 rows at 5 rows/s are 4 s of work: more than the timeout, refused at once.

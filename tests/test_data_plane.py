@@ -27,10 +27,8 @@ from tests.conftest import run_async
 @pytest.fixture(scope="module")
 def state(tiny_artifact: Path) -> ServingState:
     """A ready state without a batcher: the data plane runs the engine in a thread."""
-    serving = ServingState(settings=Settings(model_dir=tiny_artifact, max_particles=512))
-    serving.engine = Engine.load(tiny_artifact)
-    serving.ready = True
-    return serving
+    settings = Settings(model_dir=tiny_artifact, max_particles=512)
+    return ServingState.with_engine(settings, Engine.load(tiny_artifact))
 
 
 def rows_of(engine: Engine, count: int, seed: int = 0) -> np.ndarray:
@@ -121,7 +119,7 @@ def test_refusals_name_the_field_before_any_work(
     rows = rows_of(engine, 3)
     if hole:
         rows[1, 0] = np.nan
-    refused = ServingState(settings=state.settings, engine=engine, ready=True)
+    refused = ServingState.with_engine(state.settings, engine)
     refused.member_log_probs = NoWork()
     refused.in_thread = NoWork()
     with pytest.raises(errors.InvalidField) as raised:

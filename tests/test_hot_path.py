@@ -20,7 +20,7 @@ from service.transport.routes import v1
 from tests.conftest import run_async
 
 KEY = "hot-key"
-ROUTE = next(route for route in v1.router.routes if route.endpoint is v1.log_likelihood)
+ROUTES = v1.LIKELIHOOD_ROUTES  # the default model's, a named model's, a named version's
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +76,9 @@ def call(hot: HotLikelihood, body: bytes, header_list=None, messages=None) -> di
 
 
 def hot_route(engine: Engine, **settings: object) -> tuple[HotLikelihood, FastAPIStandIn]:
-    runtime = ServingState(settings=Settings(**settings), engine=engine, ready=True)
+    runtime = ServingState.with_engine(Settings(**settings), engine)
     stand_in = FastAPIStandIn()
-    return HotLikelihood(stand_in, runtime, ROUTE), stand_in
+    return HotLikelihood(stand_in, runtime, ROUTES), stand_in
 
 
 @pytest.mark.parametrize("image", [False, True])

@@ -38,7 +38,9 @@ def samples(http: TestClient) -> dict[tuple[str, frozenset], float]:
 
 
 def value(snapshot: dict, name: str, **labels: str) -> float:
-    return snapshot.get((name, frozenset(labels.items())), 0.0)
+    """The sum of ``name``'s samples that carry ``labels`` (whatever their other labels)."""
+    wanted = frozenset(labels.items())
+    return sum(v for (n, have), v in snapshot.items() if n == name and wanted <= have)
 
 
 def requests_total(snapshot: dict, route: str, method: str, status: int) -> float:
@@ -98,6 +100,8 @@ def test_model_and_process_info(client: TestClient, tiny_artifact: Path) -> None
     model = [labels for (name, labels) in snapshot if name == "made_model_info"]
     assert [dict(labels) for labels in model] == [
         {
+            "model": manifest.name,
+            "version": manifest.onnx.sha256[:12],
             "name": manifest.name,
             "sha256": manifest.onnx.sha256,
             "members": str(manifest.num_members),

@@ -176,7 +176,8 @@ def test_a_request_past_its_timeout_gets_503_and_its_work_is_dropped(tiny_artifa
         response = client.post("/v1/log-likelihood", json={"inputs": [[0] * engine.dim]})
         assert response.status_code == 503
         assert "timed out" in response.json()["detail"] and response.headers["retry-after"]
-        batcher = client.app.state.serving.batcher
+        serving = client.app.state.serving
+        batcher = serving.batchers[serving.engine]
         deadline = time.monotonic() + 10
         while batcher.queued_rows:  # poll until the batcher has looked at the expired job
             assert time.monotonic() < deadline

@@ -114,7 +114,8 @@ def in_flight_then_reload(client: TestClient, artifacts: Path) -> None:
     worker = threading.Thread(target=lambda: result.update(old=served_log_likelihood(client)))
     worker.start()
     deadline = time.monotonic() + 30
-    while runtime.batcher.queued_rows == 0:  # poll until the rows wait in the old queue
+    old_batcher = runtime.batchers[runtime.engine]
+    while old_batcher.queued_rows == 0:  # poll until the rows wait in the old queue
         assert time.monotonic() < deadline and worker.is_alive()
         time.sleep(0.005)
     response = client.post("/v1/admin/reload", json={"model_dir": "new"}, headers=AUTH)

@@ -79,7 +79,7 @@ def test_health_and_metadata(client: triton.InferenceServerClient, manifest: Man
     assert client.get_server_metadata() == {
         "name": "made-serve",
         "version": version("made-serve"),
-        "extensions": ["binary_tensor_data"],
+        "extensions": ["binary_tensor_data", "model_repository"],
     }
     assert client.get_model_metadata(manifest.name, model_version) == {
         "name": manifest.name,

@@ -43,7 +43,7 @@ def test_server_metadata_and_health(client: TestClient) -> None:
     assert client.get("/v2").json() == {
         "name": "made-serve",
         "version": version("made-serve"),
-        "extensions": ["binary_tensor_data"],
+        "extensions": ["binary_tensor_data", "model_repository"],
     }
     live = client.get("/v2/health/live")
     ready = client.get("/v2/health/ready")

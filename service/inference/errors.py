@@ -50,3 +50,11 @@ class ShuttingDown(Unavailable):
 
 class TimedOut(Unavailable):
     """The work did not finish within the request timeout (``MADE_REQUEST_TIMEOUT_S``)."""
+
+
+class UnknownModel(ServiceError):
+    """A model name or version the server's repository does not hold."""
+
+
+class ModelNotLoaded(Unavailable):
+    """A model the repository holds but that is not loaded, with loading on demand turned off."""

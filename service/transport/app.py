@@ -5,14 +5,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import numpy as np
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.contract.artifact import Manifest
 from service.inference.engine import Engine
-from service.inference.memory import release_free_heap
+from service.inference.models import Startup, latest_first, prepare_startup, startup_of_engine
 from service.inference.state import ServingState
 from service.settings import Settings
 from service.transport.auth import require_api_key
@@ -20,21 +19,10 @@ from service.transport.errors import install_error_handlers
 from service.transport.hot_path import HotLikelihood
 from service.transport.metrics import Metrics
 from service.transport.request_log import RequestLogMiddleware
-from service.transport.routes import admin, health, metrics, page, v1, v2
-from service.transport.schemas import served_openapi
+from service.transport.routes import admin, health, metrics, page, repository, v1, v2
+from service.transport.schemas import ServedVersion, served_openapi
 
 log = logging.getLogger("made_serve")
-
-
-def warm_up(engine: Engine, max_batch_size: int) -> None:
-    """Run every code path once so the first request does not pay for lazy initialisation."""
-    rng = np.random.default_rng(0)
-    rows = (rng.random((max_batch_size, engine.dim)) < 0.5).astype(np.float32)
-    engine.member_log_probs(rows[:1])
-    engine.member_log_probs(rows)
-    engine.log_likelihood(rows[:2], per_dimension=True)
-    engine.sample(2, rng)
-    release_free_heap()
 
 
 class ServiceApp(FastAPI):
@@ -43,7 +31,7 @@ class ServiceApp(FastAPI):
     FastAPI's own middleware, so the hot route's requests skip all of it."""
 
     front: ASGIApp
-    served_document: tuple[Manifest | None, dict[str, Any]] | None = None
+    served_document: tuple[object, dict[str, Any]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.front(scope, receive, send)
@@ -53,40 +41,55 @@ class ServiceApp(FastAPI):
         await super().__call__(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:
-        """FastAPI's document made true for the model served now and the key (see
-        ``service.transport.schemas.served_openapi``), built again only when a reload changes the
-        model."""
+        """FastAPI's document made true for the models in memory and the key (see
+        ``service.transport.schemas.served_openapi``), built again only when they change."""
         state = self.state.serving
-        manifest = state.engine.manifest if state.engine is not None else None
-        if self.served_document is None or self.served_document[0] is not manifest:
-            document = served_openapi(super().openapi(), manifest, state.settings)
-            self.served_document = (manifest, document)
+        default = state.engine.manifest if state.engine is not None else None
+        models = [
+            ServedVersion(name, model.version, model.engine.manifest, model is latest)
+            for name, versions in state.models.items()
+            if (latest := max(versions.values(), key=latest_first, default=None)) is not None
+            for model in versions.values()
+        ]
+        key = (default, [(m.name, m.version, m.manifest) for m in models])
+        if self.served_document is None or self.served_document[0] != key:
+            document = served_openapi(super().openapi(), default, models, state.settings)
+            self.served_document = (key, document)
         return self.served_document[1]
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> ServiceApp:
-    """Build the app; pass ``engine`` to serve an already loaded model (tests do)."""
+def create_app(
+    settings: Settings | None = None, engine: Engine | None = None, startup: Startup | None = None
+) -> ServiceApp:
+    """Build the app; pass ``startup`` (made-serve, which loads the models to fail fast) or
+    ``engine`` (tests) to serve models already loaded, else the lifespan loads them."""
     settings = settings or Settings()
     state = ServingState(settings=settings)
     observed = Metrics(state)
 
+    state.batch_stats = observed.batch_stats
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.engine = engine or Engine.load(settings.model_dir, settings.onnx_threads())
-        warm_up(state.engine, settings.max_batch_size)
-        if settings.batching:
-            state.batcher = await state.start_batcher(state.engine, observed.batch_stats())
-        state.ready = True
-        log.info(
-            "serving %s (D=%d, K=%d)",
-            state.engine.manifest.name,
-            state.engine.dim,
-            state.engine.num_members,
-        )
+        if startup is not None:
+            prepared = startup
+        elif engine is not None:
+            prepared = startup_of_engine(settings, engine)
+        else:
+            prepared = await anyio.to_thread.run_sync(prepare_startup, settings)
+        await state.start(prepared)
+        for model in prepared.models:
+            log.info(
+                "serving %s version %s (D=%d, K=%d)",
+                model.name,
+                model.version,
+                model.engine.dim,
+                model.engine.num_members,
+                extra={"model": model.name, "model_version": model.version},
+            )
         yield
         state.ready, state.not_ready_reason = False, "shutting down"
-        if state.batcher is not None:
-            await state.batcher.close()
+        await state.close()
 
     app = ServiceApp(
         title="made-serve",
@@ -107,10 +110,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(v2.health_router)
     app.include_router(v2.router, dependencies=keyed)
     app.include_router(admin.router)
+    app.include_router(repository.router)
     # The page is open so it can load and then ask for the key its /v1 calls need.
     app.include_router(page.router)
-    hot_route = next(route for route in v1.router.routes if route.endpoint is v1.log_likelihood)
-    front: ASGIApp = HotLikelihood(app.behind_front, state, hot_route)
+    front: ASGIApp = HotLikelihood(app.behind_front, state, v1.LIKELIHOOD_ROUTES)
     if settings.cors_origins:
         front = CORSMiddleware(
             front,

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from service.inference.errors import InvalidField, ServiceError, Unavailable
+from service.inference.errors import InvalidField, ServiceError, Unavailable, UnknownModel
 from service.transport.responses import NumpyJSONResponse
 
 RETRY_AFTER_SECONDS = 1
@@ -53,12 +53,13 @@ class ArtifactRejected(ServiceError):
     """A reload whose new artifact failed validation; the old model keeps serving."""
 
 
+class ModelNotReady(ServiceError):
+    """A readiness probe for a model the repository holds but has not loaded: the model's state,
+    not the request, is what is wrong, and a probe loads nothing."""
+
+
 class ProtocolError(ServiceError):
     """A request the Open Inference Protocol (or the model's input contract under it) rejects."""
-
-
-class ModelNotFound(ProtocolError):
-    """A /v2 model name or version this server does not serve."""
 
 
 STATUS: dict[type[ServiceError], int] = {
@@ -72,8 +73,9 @@ STATUS: dict[type[ServiceError], int] = {
     Unauthorized: 401,
     Forbidden: 403,
     ArtifactRejected: 409,
+    ModelNotReady: 409,
     ProtocolError: 400,
-    ModelNotFound: 404,
+    UnknownModel: 404,
 }
 INTERNAL_ERROR = {"detail": "internal server error"}
 

@@ -9,6 +9,8 @@ the same body (``service.transport.answers``). Anything else goes on to the Fast
 body replayed, so validation stays in one place; the route also keeps the OpenAPI entry.
 """
 
+import time
+
 import numpy as np
 import orjson
 from fastapi.routing import APIRoute
@@ -16,7 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.inference import data_plane
 from service.inference.engine import Engine
-from service.inference.errors import ServiceError
+from service.inference.errors import ServiceError, UnknownModel
+from service.inference.models import LoadedModel
 from service.inference.state import ServingState
 from service.transport.answers import likelihood_body
 from service.transport.auth import header_matches
@@ -29,25 +32,28 @@ WHITESPACE = b" \t\r\n"
 
 
 class HotLikelihood:
-    def __init__(self, app: ASGIApp, state: ServingState, route: APIRoute):
-        """``route`` is the FastAPI route this one runs ahead of; its path labels the metrics."""
+    def __init__(self, app: ASGIApp, state: ServingState, routes: list[APIRoute]):
+        """``routes``: the FastAPI log-likelihood routes this one runs ahead of, for the default
+        model, a named one and a named version (``service.transport.routes.v1``); their path
+        templates label the metrics."""
         self.app = app
         self.state = state
-        self.route = route
+        self.default_route, self.named_route, self.version_route = routes
+        self.prefix, self.suffix = self.named_route.path.split("{name}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        engine = self.state.engine
-        if (
-            scope["type"] != "http"
-            or scope["path"] != self.route.path
-            or scope["method"] != "POST"
-            or engine is None
-            or not self.state.ready
-            or not self.plain_headers(scope["headers"])
-        ):
+        target = None
+        if scope["type"] == "http" and scope["method"] == "POST" and self.state.ready:
+            target = self.loaded_model(scope["path"])
+        if target is None or not self.plain_headers(scope["headers"]):
             await self.app(scope, receive, send)
             return
-        scope["route"] = self.route  # labels even a request whose body never arrives
+        route, model = target
+        model.last_used = time.monotonic()
+        engine = model.engine
+        scope["route"] = route  # labels even a request whose body never arrives
+        state = scope.setdefault("state", {})
+        state["model"], state["model_version"] = model.name, model.version
         try:
             raw = await read_all(receive)
         except ServiceError as exc:  # the client went away, or http_limits gave up on the body
@@ -57,7 +63,7 @@ class HotLikelihood:
         if rows is None or len(rows) > self.state.settings.max_rows:
             await self.app(scope, replay(raw, receive), send)
             return
-        scope.setdefault("state", {})["rows"] = len(rows)
+        state["rows"] = len(rows)
         try:
             answer = await data_plane.log_likelihood(self.state, engine, rows)
         except ServiceError as exc:
@@ -67,6 +73,27 @@ class HotLikelihood:
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def loaded_model(self, path: str) -> tuple[APIRoute, LoadedModel] | None:
+        """The route and the loaded model a log-likelihood path names; None for any other path
+        and for a model not in memory (the route loads it, or says why not)."""
+        if path == self.default_route.path:
+            route, name, version = self.default_route, None, None
+        elif path.startswith(self.prefix) and path.endswith(self.suffix):
+            parts = path[len(self.prefix) : -len(self.suffix)].split("/")
+            if len(parts) == 1 and parts[0]:
+                route, name, version = self.named_route, parts[0], None
+            elif len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
+                route, name, version = self.version_route, parts[0], parts[2]
+            else:
+                return None
+        else:
+            return None
+        try:
+            model = self.state.loaded(name, version)
+        except UnknownModel:  # no default model: the route says so
+            return None
+        return None if model is None else (route, model)
 
     def plain_headers(self, headers: list[tuple[bytes, bytes]]) -> bool:
         """JSON with a declared length within the limit, and the API key when one is set."""

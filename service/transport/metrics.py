@@ -42,10 +42,15 @@ class ServingStateCollector(Collector):
         self.state = state
 
     def collect(self) -> Iterator[Metric]:
+        loaded = [m for versions in self.state.models.values() for m in versions.values()]
         queued = GaugeMetricFamily(
-            "made_batch_queue_rows", "Rows waiting in the batch queue (the queue depth)."
+            "made_batch_queue_rows",
+            "Rows waiting in a model's batch queue (the queue depth).",
+            labels=["model", "version"],
         )
-        queued.add_metric([], self.state.batcher.queued_rows if self.state.batcher else 0)
+        for model in loaded:
+            batcher = self.state.batchers.get(model.engine)
+            queued.add_metric([model.name, model.version], batcher.queued_rows if batcher else 0)
         yield queued
         process = InfoMetricFamily(
             "made_process",
@@ -55,20 +60,21 @@ class ServingStateCollector(Collector):
             [], {"pid": str(os.getpid()), "workers": str(self.state.settings.workers)}
         )
         yield process
-        engine = self.state.engine
-        if engine is not None:
-            m = engine.manifest
-            model = InfoMetricFamily("made_model", "The served artifact.")
-            model.add_metric(
+        info = InfoMetricFamily("made_model", "The loaded artifacts, one per model version.")
+        for model in loaded:
+            m = model.engine.manifest
+            info.add_metric(
                 [],
                 {
+                    "model": model.name,
+                    "version": model.version,
                     "name": m.name,
                     "sha256": m.onnx.sha256,
                     "members": str(m.num_members),
                     "dim": str(m.dim),
                 },
             )
-            yield model
+        yield info
 
 
 class Metrics:
@@ -79,14 +85,14 @@ class Metrics:
         registry = self.registry
         self.requests = Counter(
             "made_http_requests",
-            "HTTP requests by route template, method and status.",
-            ["route", "method", "status"],
+            "HTTP requests by route template, method, status and model ('' off model routes).",
+            ["route", "method", "status", "model"],
             registry=registry,
         )
         self.latency = Histogram(
             "made_http_request_duration_seconds",
-            "Time from request start to the end of the response, by route template.",
-            ["route"],
+            "Time from request start to the end of the response, by route template and model.",
+            ["route", "model"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
@@ -98,31 +104,36 @@ class Metrics:
         )
         self.batch_rows = Histogram(
             "made_batch_rows",
-            "Rows in each batched model call.",
+            "Rows in each batched model call, by model.",
+            ["model"],
             buckets=batch_size_buckets(state.settings.max_batch_size),
             registry=registry,
         )
         self.queue_wait = Histogram(
             "made_batch_queue_wait_seconds",
-            "Time a request's rows waited in the batch queue.",
+            "Time a request's rows waited in the batch queue, by model.",
+            ["model"],
             buckets=QUEUE_WAIT_BUCKETS,
             registry=registry,
         )
         self.rejected = Counter(
             "made_batch_rejected",
-            "Requests refused with 503 because the batch queue was full.",
+            "Requests refused with 503 because a model's batch queue was full.",
+            ["model"],
             registry=registry,
         )
         registry.register(ServingStateCollector(state))
         # labels() takes a lock and builds a key each call; the label sets are few, so keep them.
-        self._per_request: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._per_request: dict[tuple[str, str, int, str], tuple[Counter, Histogram]] = {}
         self._in_progress: dict[str, Gauge] = {}
 
-    def batch_stats(self) -> BatchStats:
+    def batch_stats(self, model: str) -> BatchStats:
+        """What ``model``'s batcher reports (a model name is one of the repository's folders, so
+        the label's values are bounded)."""
         return BatchStats(
-            on_batch=self.batch_rows.observe,
-            on_queue_wait=self.queue_wait.observe,
-            on_reject=self.rejected.inc,
+            on_batch=self.batch_rows.labels(model).observe,
+            on_queue_wait=self.queue_wait.labels(model).observe,
+            on_reject=self.rejected.labels(model).inc,
         )
 
     def request_started(self, method: str) -> Gauge:
@@ -133,13 +144,17 @@ class Metrics:
         gauge.inc()
         return gauge
 
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
+    def observe_request(
+        self, route: str, method: str, status: int, seconds: float, model: str = ""
+    ) -> None:
+        """``model``: the model the request reached ('' for none), so an unknown name a client
+        sends never becomes a label value."""
+        key = (route, method, status, model)
         children = self._per_request.get(key)
         if children is None:
             children = (
-                self.requests.labels(route, method, str(status)),
-                self.latency.labels(route),
+                self.requests.labels(route, method, str(status), model),
+                self.latency.labels(route, model),
             )
             self._per_request[key] = children
         children[0].inc()

@@ -143,7 +143,8 @@ class RequestLogMiddleware:
             in_progress.dec()
             seconds = time.perf_counter() - start
             route = route_template(scope)
-            self.metrics.observe_request(route, method, status or 500, seconds)
+            model = state.get("model", "")
+            self.metrics.observe_request(route, method, status or 500, seconds, model)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "request",
@@ -155,5 +156,7 @@ class RequestLogMiddleware:
                         "status": status or 500,
                         "duration_ms": round(seconds * 1000, 3),
                         "rows": state.get("rows"),
+                        "model": model or None,
+                        "model_version": state.get("model_version"),
                     },
                 )

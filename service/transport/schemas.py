@@ -5,6 +5,8 @@ numpy; its documented schema is given explicitly so OpenAPI still shows rows of 
 """
 
 import copy
+import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -182,7 +184,12 @@ class SampleResponse(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    name: str
+    name: str = Field(description="The artifact's own name (its manifest's).")
+    model: str = Field(description="The name routes use: /v1/models/{model}/...")
+    version: str = Field(
+        description="The version served: its folder's number, or for an unversioned artifact "
+        "the first 12 hex digits of its sha256."
+    )
     dim: int
     # A list in the schema: OpenAPI 3.1 has no tuple ``items``; the JSON is the same [H, W].
     image_shape: Annotated[list[int], Field(min_length=2, max_length=2)] | None
@@ -203,6 +210,26 @@ class ModelInfo(BaseModel):
     calibration_rows: int | None = Field(
         None, description="Held-out rows the p-values rank against; null: p-values refused."
     )
+
+
+class ModelVersionEntry(BaseModel):
+    version: str
+    state: Literal["READY", "UNAVAILABLE"]
+    reason: str = Field(description="Why it does not serve; empty when it does.")
+    dim: int | None = Field(description="null when its manifest cannot be read.")
+    num_members: int | None
+    image_shape: Annotated[list[int], Field(min_length=2, max_length=2)] | None
+    artifact_sha256: str | None
+
+
+class ModelEntry(BaseModel):
+    name: str
+    default: bool = Field(description="The plain /v1 routes answer for it.")
+    versions: list[ModelVersionEntry]
+
+
+class ModelList(BaseModel):
+    models: list[ModelEntry]
 
 
 class ErrorItem(BaseModel):
@@ -407,23 +434,60 @@ MODEL_DIR = {
 }
 
 
-def served_openapi(document: dict, manifest: Manifest | None, settings: Settings) -> dict:
-    """FastAPI's ``document`` made true for the served model (None: not loaded yet) and the key.
+@dataclass(frozen=True)
+class ServedVersion:
+    """A model version in memory, as the served document describes it."""
 
-    Without a key nothing asks for one (admin answers 403 only); with one, nothing answers 403.
+    name: str
+    version: str
+    manifest: Manifest
+    latest: bool  # answers /v1/models/{name}/... without a version
+
+
+MODEL_ROUTES = "/v1/models/{name}"  # the per-model paths all start so
+PLAIN_MODEL_ROUTES = ("/v1/model", "/v1/log-likelihood", "/v1/complete", "/v1/sample")
+
+
+def served_openapi(
+    document: dict, default: Manifest | None, models: list[ServedVersion], settings: Settings
+) -> dict:
+    """FastAPI's ``document`` made true for the models in memory and the key.
+
+    The plain /v1 routes take the default model's bodies (``default``; None: not loaded). The
+    per-model routes are written out per model and version in memory, each with its own bodies
+    (D, image shape, product, calibration differ between models); before any model is loaded
+    they stay templated. Without a key nothing asks for one (admin answers 403 only); with one,
+    nothing answers 403.
     """
     document = copy.deepcopy(document)
-    for operation in (op for ops in document["paths"].values() for op in ops.values()):
-        responses = operation["responses"]
-        if not settings.api_key:
-            operation.pop("security", None)
-            responses.pop("401", None)
-        elif operation.get("security"):
-            responses.pop("403", None)
-        body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
-        build = SERVED_BODIES.get(body.get("schema", {}).get("title"))
-        if build is not None and manifest is not None:
-            body["schema"] = build(manifest, settings)
+    paths = document["paths"]
+    manifest_of = {path: default for path in PLAIN_MODEL_ROUTES}
+    templated = {path: paths.pop(path) for path in list(paths) if path.startswith(MODEL_ROUTES)}
+    if not models:
+        paths.update(templated)
+    for model in models:
+        for path, operations in templated.items():
+            if "{version}" not in path and not model.latest:
+                continue
+            concrete = path.replace("{name}", model.name).replace("{version}", model.version)
+            paths[concrete] = {
+                method: concrete_operation(operation, model)
+                for method, operation in operations.items()
+            }
+            manifest_of[concrete] = model.manifest
+    for path, operations in paths.items():
+        for operation in operations.values():
+            responses = operation["responses"]
+            if not settings.api_key:
+                operation.pop("security", None)
+                responses.pop("401", None)
+            elif operation.get("security"):
+                responses.pop("403", None)
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            build = SERVED_BODIES.get(body.get("schema", {}).get("title"))
+            manifest = manifest_of.get(path)
+            if build is not None and manifest is not None:
+                body["schema"] = build(manifest, settings)
     components = document.get("components", {})
     if not settings.api_key:
         components.pop("securitySchemes", None)
@@ -431,3 +495,17 @@ def served_openapi(document: dict, manifest: Manifest | None, settings: Settings
     if reload is not None:
         reload["properties"]["model_dir"] = MODEL_DIR
     return document
+
+
+def concrete_operation(operation: dict, model: ServedVersion) -> dict:
+    """A per-model operation for one model (and version): no path parameters, its own id."""
+    concrete = copy.deepcopy(operation)
+    parameters = [p for p in concrete.get("parameters", []) if p["in"] != "path"]
+    if parameters:
+        concrete["parameters"] = parameters
+    else:
+        concrete.pop("parameters", None)
+    suffix = re.sub(r"\W", "_", f"{model.name}_{model.version}")
+    concrete["operationId"] = f"{concrete['operationId']}_{suffix}"
+    concrete["responses"].pop("404", None)  # the path names a model that is there
+    return concrete

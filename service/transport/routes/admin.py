@@ -1,4 +1,4 @@
-"""Admin routes (API key only): hot reload of the served artifact."""
+"""Admin routes (API key only): hot reload of the default model."""
 
 import json
 import os
@@ -6,11 +6,10 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
-from service.contract.artifact import ArtifactError
-from service.inference.engine import Engine
+from service.contract.artifact import ArtifactError, read_manifest
 from service.inference.errors import InvalidField
+from service.inference.repository import ArtifactVersion
 from service.transport.app_state import serving_state
 from service.transport.auth import require_admin_key
 from service.transport.body import refuse_repeated_keys
@@ -73,26 +72,37 @@ def artifact_dir(configured: Path, requested: str | None) -> Path:
 async def reload(request: Request, body: ReloadRequest) -> ReloadResponse:
     """Load and validate a new artifact beside the old one, then switch to it atomically.
 
-    ``{}`` reloads the configured directory. Requests in flight finish on the old model; an
-    artifact that fails validation (files, sha256, schema with finite and consistent numbers,
-    graph against manifest, float64 parity), the same as at start-up, is refused with 409 naming
-    the problem and the old model keeps serving.
+    ``{}`` reloads the configured directory (in a model repository: the default model's latest
+    version, as ``POST /v2/repository/models/{name}/load`` does). Requests in flight finish on
+    the old model; an artifact that fails validation (files, sha256, schema with finite and
+    consistent numbers, graph against manifest, float64 parity), the same as at start-up, is
+    refused with 409 naming the problem and the old model keeps serving.
     """
     # FastAPI parsed the body keeping a repeated key's last value: every route refuses repeats.
     raw = await request.body()
     refuse_repeated_keys(raw, json.loads(raw))
     state = serving_state(request)
-    previous = state.require_engine()
-    directory = artifact_dir(state.settings.model_dir, body.model_dir)
-    async with state.reload_lock:
-        try:
-            engine = await run_in_threadpool(Engine.load, directory, state.settings.onnx_threads())
-        except ArtifactError as exc:
-            raise ArtifactRejected(f"not reloaded, still serving the old model: {exc}") from None
-        await state.swap_engine(engine)
+    previous = await state.model()
+    try:
+        if state.settings.model_repository is None:
+            directory = artifact_dir(state.settings.model_dir, body.model_dir)
+            # --model: the artifact's manifest names the model it replaces.
+            wanted = ArtifactVersion(read_manifest(directory).name, directory, None)
+        elif body.model_dir is not None:
+            raise InvalidField(
+                ("model_dir",),
+                "a model repository's models load from their own folders: add a version folder "
+                "and POST /v2/repository/models/{name}/load",
+            )
+        else:
+            wanted = state.repository_version(previous.name, None)
+        model = await state.load(wanted, replace=True, supersedes=previous.name)
+    except ArtifactError as exc:
+        raise ArtifactRejected(f"not reloaded, still serving the old model: {exc}") from None
+    engine = model.engine
     return ReloadResponse(
         name=engine.manifest.name,
-        model_dir=str(directory),
+        model_dir=str(model.directory),
         artifact_sha256=engine.manifest.onnx.sha256,
-        previous_sha256=previous.manifest.onnx.sha256,
+        previous_sha256=previous.engine.manifest.onnx.sha256,
     )

@@ -2,18 +2,23 @@
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import fields
 from importlib.metadata import version
+from typing import Any
 
 import numpy as np
 import onnxruntime
 from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
 
 from service.contract.image_grid import grid_png
 from service.inference import data_plane
 from service.inference.data_plane import LikelihoodOptions
 from service.inference.engine import Engine
-from service.inference.errors import InvalidField
+from service.inference.errors import InvalidField, UnknownModel
+from service.inference.index import repository_index
+from service.inference.models import LoadedModel
 from service.inference.state import ServingState
 from service.transport.answers import completion_body, likelihood_body
 from service.transport.app_state import serving_state
@@ -25,7 +30,10 @@ from service.transport.schemas import (
     ErrorBody,
     LogLikelihoodRequest,
     LogLikelihoodResponse,
+    ModelEntry,
     ModelInfo,
+    ModelList,
+    ModelVersionEntry,
     SampleRequest,
     SampleResponse,
     ValidationErrorBody,
@@ -53,14 +61,14 @@ def _body_schema(model: type) -> dict:
     }
 
 
-@router.get("/model", response_model=ModelInfo, responses={401: ERRORS[401], 503: ERRORS[503]})
-async def model_info(request: Request) -> ModelInfo:
-    engine = serving_state(request).require_engine()
-    m = engine.manifest
+def model_info_of(model: LoadedModel) -> ModelInfo:
+    m = model.engine.manifest
     digest = hashlib.sha256(str([member.ordering for member in m.members]).encode()).hexdigest()
     test_nll = m.metrics["test"].shipped_mixture
     return ModelInfo(
         name=m.name,
+        model=model.name,
+        version=model.version,
         dim=m.dim,
         image_shape=m.image_shape,
         num_members=m.num_members,
@@ -86,12 +94,23 @@ async def model_info(request: Request) -> ModelInfo:
     )
 
 
-async def _read_rows(
-    request: Request, state: ServingState, engine: Engine, model: type[M]
+async def chosen_model(
+    request: Request, name: str | None, model_version: str | None
+) -> LoadedModel:
+    """The model the path names (the default one for the plain routes), noted for the request
+    log and the metrics."""
+    model = await serving_state(request).model(name, model_version)
+    request.state.model = model.name
+    request.state.model_version = model.version
+    return model
+
+
+async def read_rows(
+    request: Request, state: ServingState, engine: Engine, body_model: type[M]
 ) -> tuple[M, np.ndarray]:
     """The validated body and its rows [B, D] (NaN = null), within the row limit."""
     raw = await read_body(request, state.settings.max_body_bytes)
-    body, rows = parse_rows_body(raw, model, engine.dim, engine.manifest.image_shape)
+    body, rows = parse_rows_body(raw, body_model, engine.dim, engine.manifest.image_shape)
     limit = state.settings.max_rows
     if len(rows) > limit:
         raise InvalidField(("inputs",), f"has {len(rows)} rows, the limit is {limit}")
@@ -103,18 +122,19 @@ def _png_wanted(request: Request, fmt: str) -> bool:
     return fmt == "png" or request.headers.get("accept", "").startswith("image/png")
 
 
-@router.post(
-    "/log-likelihood",
-    response_model=LogLikelihoodResponse,
-    responses=ERRORS,
-    openapi_extra=_body_schema(LogLikelihoodRequest),
-)
-async def log_likelihood(request: Request) -> NumpyJSONResponse:
+async def model_info(request: Request, name: str | None, model_version: str | None) -> ModelInfo:
+    """The model's artifact: D, K, weights, data, test NLL, sha256, versions."""
+    return model_info_of(await chosen_model(request, name, model_version))
+
+
+async def log_likelihood(
+    request: Request, name: str | None, model_version: str | None
+) -> NumpyJSONResponse:
     """log p(x) under the mixture (or the normalised product), in nats; marginal of the observed
     entries for rows with null."""
     state = serving_state(request)
-    engine = state.require_engine()
-    body, rows = await _read_rows(request, state, engine, LogLikelihoodRequest)
+    engine = (await chosen_model(request, name, model_version)).engine
+    body, rows = await read_rows(request, state, engine, LogLikelihoodRequest)
     # The body's options are the data plane's, field for field.
     options = LikelihoodOptions(
         **{f.name: getattr(body, f.name) for f in fields(LikelihoodOptions)}
@@ -123,17 +143,11 @@ async def log_likelihood(request: Request) -> NumpyJSONResponse:
     return NumpyJSONResponse(likelihood_body(answer, engine.manifest.image_shape))
 
 
-@router.post(
-    "/complete",
-    response_model=CompleteResponse,
-    responses={**ERRORS, **PNG},
-    openapi_extra=_body_schema(CompleteRequest),
-)
-async def complete(request: Request) -> Response:
+async def complete(request: Request, name: str | None, model_version: str | None) -> Response:
     """Completions of the null entries drawn from p(x_missing | x_observed) under the mixture."""
     state = serving_state(request)
-    engine = state.require_engine()
-    body, rows = await _read_rows(request, state, engine, CompleteRequest)
+    engine = (await chosen_model(request, name, model_version)).engine
+    body, rows = await read_rows(request, state, engine, CompleteRequest)
     png = _png_wanted(request, body.format)
     answer = await data_plane.complete(
         state, engine, rows, body.num_samples, body.num_particles, body.seed, as_images=png
@@ -145,16 +159,10 @@ async def complete(request: Request) -> Response:
     return NumpyJSONResponse(completion_body(answer))
 
 
-@router.post(
-    "/sample",
-    response_model=SampleResponse,
-    responses={**ERRORS, **PNG},
-    openapi_extra=_body_schema(SampleRequest),
-)
-async def sample(request: Request) -> Response:
+async def sample(request: Request, name: str | None, model_version: str | None) -> Response:
     """Exact samples of the mixture: a member by its weight, then ancestral sampling."""
     state = serving_state(request)
-    engine = state.require_engine()
+    engine = (await chosen_model(request, name, model_version)).engine
     body = parse_body(await read_body(request, state.settings.max_body_bytes), SampleRequest)
     png = _png_wanted(request, body.format)
     answer = await data_plane.sample(state, engine, body.num_samples, body.seed, as_images=png)
@@ -163,3 +171,110 @@ async def sample(request: Request) -> Response:
             grid_png(answer.samples, engine.manifest.image_shape), media_type="image/png"
         )
     return NumpyJSONResponse({"samples": answer.samples.astype(np.uint8), "seed": answer.seed})
+
+
+@router.get("/models", response_model=ModelList, responses={401: ERRORS[401], 503: ERRORS[503]})
+async def list_models(request: Request) -> ModelList:
+    """Every model the repository holds, each version's state, and which one is the default."""
+    state = serving_state(request)
+    state.require_ready()
+    try:
+        default = state.default_name()
+    except UnknownModel:
+        default = None
+    entries: dict[str, ModelEntry] = {}
+    for status in await state.in_thread(repository_index, state):
+        m = status.manifest
+        entry = entries.setdefault(
+            status.name, ModelEntry(name=status.name, default=status.name == default, versions=[])
+        )
+        entry.versions.append(
+            ModelVersionEntry(
+                version=status.version,
+                state=status.state,
+                reason=status.reason,
+                dim=m.dim if m else None,
+                num_members=m.num_members if m else None,
+                image_shape=m.image_shape if m else None,
+                artifact_sha256=m.onnx.sha256 if m else None,
+            )
+        )
+    return ModelList(models=list(entries.values()))
+
+
+# Each operation answers for the default model, for a named one (its latest loaded version) and
+# for a named version: three paths, one handler.
+NOT_FOUND = {404: {"model": ErrorBody, "description": "No such model or version."}}
+
+
+def add_model_routes(
+    default_path: str, suffix: str, handler: Callable, method: str, **route: Any
+) -> list[APIRoute]:
+    """Mount ``handler(request, name, version)`` at ``default_path`` (the default model),
+    ``/models/{name}`` + ``suffix`` and ``/models/{name}/versions/{version}`` + ``suffix``."""
+
+    async def default_model(request: Request) -> Any:
+        return await handler(request, None, None)
+
+    async def named_model(request: Request, name: str) -> Any:
+        return await handler(request, name, None)
+
+    async def model_version(request: Request, name: str, version: str) -> Any:
+        return await handler(request, name, version)
+
+    mounts = (
+        (default_path, default_model, {}),
+        (f"/models/{{name}}{suffix}", named_model, NOT_FOUND),
+        (f"/models/{{name}}/versions/{{version}}{suffix}", model_version, NOT_FOUND),
+    )
+    responses = route.pop("responses")
+    added = []
+    for path, endpoint, not_found in mounts:
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=[method],
+            name=f"{handler.__name__} ({endpoint.__name__.replace('_', ' ')})",
+            description=handler.__doc__,
+            responses={**responses, **not_found},
+            **route,
+        )
+        added.append(router.routes[-1])
+    return added
+
+
+MODEL_INFO_ROUTES = add_model_routes(
+    "/model",
+    "",
+    model_info,
+    "GET",
+    response_model=ModelInfo,
+    responses={401: ERRORS[401], 503: ERRORS[503]},
+)
+LIKELIHOOD_ROUTES = add_model_routes(
+    "/log-likelihood",
+    "/log-likelihood",
+    log_likelihood,
+    "POST",
+    response_model=LogLikelihoodResponse,
+    responses=ERRORS,
+    openapi_extra=_body_schema(LogLikelihoodRequest),
+)
+add_model_routes(
+    "/complete",
+    "/complete",
+    complete,
+    "POST",
+    response_model=CompleteResponse,
+    responses={**ERRORS, **PNG},
+    openapi_extra=_body_schema(CompleteRequest),
+)
+add_model_routes(
+    "/sample",
+    "/sample",
+    sample,
+    "POST",
+    response_model=SampleResponse,
+    responses={**ERRORS, **PNG},
+    openapi_extra=_body_schema(SampleRequest),
+)

@@ -1,7 +1,8 @@
 """The Open Inference Protocol (KServe V2 REST) next to /v1: health, metadata and inference.
 
-Served model: the artifact's manifest name, version the first 12 hex digits of its ONNX sha256
-(the ``/versions/{version}`` paths are optional). Input ``x`` [B, D] of 0/1 values; output
+Models are the repository's (``service.inference.repository``): a version is its folder's number,
+or for an unversioned artifact the first 12 hex digits of its ONNX sha256; without
+``/versions/{version}`` the latest loaded version answers. Input ``x`` [B, D] of 0/1 values; output
 ``log_likelihood`` [B] FP64, the mixture's log p(x) in nats, computed as /v1 does. Either may be
 binary data (the binary tensor data extension); a body without a Content-Type is JSON, as the
 protocol's clients (tritonclient) expect.
@@ -15,11 +16,11 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from service.inference import data_plane
-from service.inference.engine import Engine
 from service.inference.errors import ServiceError
+from service.inference.models import LoadedModel, latest_first
 from service.transport.app_state import serving_state
 from service.transport.body import JSON, read_body
-from service.transport.errors import V2_PREFIX, ModelNotFound, protocol_error_response
+from service.transport.errors import V2_PREFIX, ModelNotReady, protocol_error_response
 from service.transport.inference_protocol import (
     BINARY_EXTENSION,
     HEADER_LENGTH,
@@ -42,6 +43,7 @@ from service.transport.inference_protocol import (
 from service.transport.responses import NumpyJSONResponse
 
 PLATFORM = "onnxruntime_onnx"
+REPOSITORY_EXTENSION = "model_repository"  # service.transport.routes.repository
 # JSON, or none (the protocol's default), or a binary tensor body labelled as such.
 MEDIA_TYPES = (JSON, "", OCTET_STREAM)
 ERRORS = {
@@ -76,26 +78,32 @@ health_router = APIRouter(prefix=V2_PREFIX, tags=["v2"], route_class=ProtocolRou
 router = APIRouter(prefix=f"{V2_PREFIX}/models", tags=["v2"], route_class=ProtocolRoute)
 
 
-def model_version(engine: Engine) -> str:
-    return engine.manifest.onnx.sha256[:12]
+async def served_model(request: Request, name: str, version: str | None) -> LoadedModel:
+    """The model ``name`` (its latest loaded version, or ``version``), loaded on demand."""
+    model = await serving_state(request).model(name, version)
+    request.state.model, request.state.model_version = model.name, model.version
+    return model
 
 
-def served_model(request: Request, name: str, version: str | None) -> Engine:
-    """The engine when ``name`` (and ``version``, if given) is what this server serves."""
-    engine = serving_state(request).require_engine()
-    if name != engine.manifest.name:
-        raise ModelNotFound(f"unknown model {name!r}; this server serves {engine.manifest.name!r}")
-    if version is not None and version != model_version(engine):
-        raise ModelNotFound(
-            f"model {name!r} has no version {version!r}; it has {model_version(engine)!r}"
+def loaded_model(request: Request, name: str, version: str | None) -> LoadedModel:
+    """For readiness: the model when it is in memory now (a probe loads nothing)."""
+    state = serving_state(request)
+    state.require_ready()
+    model = state.loaded(name, version)
+    if model is None:
+        state.repository_version(name, version)  # UnknownModel for what the repository lacks
+        raise ModelNotReady(
+            f"model {name!r} is not loaded: load it with POST /v2/repository/models/{name}/load"
         )
-    return engine
+    return model
 
 
 @health_router.get("", response_model=ServerMetadata, responses={400: ERRORS[400]})
 async def server_metadata() -> ServerMetadata:
     return ServerMetadata(
-        name="made-serve", version=package_version("made-serve"), extensions=[BINARY_EXTENSION]
+        name="made-serve",
+        version=package_version("made-serve"),
+        extensions=[BINARY_EXTENSION, REPOSITORY_EXTENSION],
     )
 
 
@@ -134,7 +142,13 @@ BINARY_BODY = (
     f"the binary tensor data extension's body: JSON as long as the {HEADER_LENGTH} header says, "
     "then the tensors its parameters.binary_data_size announce, raw and little-endian."
 )
-READY = {"responses": {404: ERRORS[404], 503: ERRORS[503]}}
+READY = {
+    "responses": {
+        404: ERRORS[404],
+        409: {"model": ProtocolErrorBody, "description": "Not loaded: not ready."},
+        503: ERRORS[503],
+    }
+}
 INFER = {
     "response_model": InferenceResponse,
     "responses": {
@@ -154,19 +168,22 @@ INFER = {
 }
 
 
-def metadata(engine: Engine, name: str) -> ModelMetadata:
+def metadata(request: Request, model: LoadedModel) -> ModelMetadata:
+    loaded = serving_state(request).models.get(model.name, {})
+    engine = model.engine
     return ModelMetadata(
-        name=name,
-        versions=[model_version(engine)],
+        name=model.name,
+        versions=sorted(loaded, key=lambda v: latest_first(loaded[v])),
         platform=PLATFORM,
         inputs=[{"name": INPUT, "datatype": INPUT_DATATYPE, "shape": [-1, engine.dim]}],
         outputs=[{"name": OUTPUT, "datatype": OUTPUT_DATATYPE, "shape": [-1]}],
     )
 
 
-async def log_likelihoods(request: Request, engine: Engine, name: str) -> Response:
+async def log_likelihoods(request: Request, model: LoadedModel) -> Response:
     """The body's rows -> the protocol's response with their mixture log p(x) in nats."""
     state = serving_state(request)
+    engine = model.engine
     raw = await read_body(request, state.settings.max_body_bytes, MEDIA_TYPES)
     body, binary = parse_request(raw, request.headers.get(HEADER_LENGTH))
     binary_out = binary_output(body)
@@ -174,8 +191,8 @@ async def log_likelihoods(request: Request, engine: Engine, name: str) -> Respon
     request.state.rows = len(rows)
     log_likelihood = (await data_plane.log_likelihood(state, engine, rows)).log_likelihood
     fields = {
-        "model_name": name,
-        "model_version": model_version(engine),
+        "model_name": model.name,
+        "model_version": model.version,
         # The protocol echoes the request's id; without one, the X-Request-ID stands in.
         "id": body.id if body.id is not None else request.state.request_id,
     }
@@ -188,33 +205,33 @@ async def log_likelihoods(request: Request, engine: Engine, name: str) -> Respon
 
 @health_router.get("/models/{name}/ready", **READY)
 async def model_ready(request: Request, name: str) -> dict:
-    served_model(request, name, None)
+    loaded_model(request, name, None)
     return {"name": name, "ready": True}
 
 
 @health_router.get("/models/{name}/versions/{version}/ready", **READY)
 async def model_version_ready(request: Request, name: str, version: str) -> dict:
-    served_model(request, name, version)
+    loaded_model(request, name, version)
     return {"name": name, "ready": True}
 
 
 @router.get("/{name}", response_model=ModelMetadata, responses=ERRORS)
 async def model_metadata(request: Request, name: str) -> ModelMetadata:
-    return metadata(served_model(request, name, None), name)
+    return metadata(request, await served_model(request, name, None))
 
 
 @router.get("/{name}/versions/{version}", response_model=ModelMetadata, responses=ERRORS)
 async def model_version_metadata(request: Request, name: str, version: str) -> ModelMetadata:
-    return metadata(served_model(request, name, version), name)
+    return metadata(request, await served_model(request, name, version))
 
 
 @router.post("/{name}/infer", **INFER)
 async def infer(request: Request, name: str) -> Response:
     """log p(x) of each row of ``x`` under the mixture, in nats (exact; no missing entries)."""
-    return await log_likelihoods(request, served_model(request, name, None), name)
+    return await log_likelihoods(request, await served_model(request, name, None))
 
 
 @router.post("/{name}/versions/{version}/infer", **INFER)
 async def version_infer(request: Request, name: str, version: str) -> Response:
     """As ``infer``, for an explicit version."""
-    return await log_likelihoods(request, served_model(request, name, version), name)
+    return await log_likelihoods(request, await served_model(request, name, version))
