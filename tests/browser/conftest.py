@@ -1,6 +1,7 @@
 """Browser fixtures: Debian's chromium driven by Playwright, and real made-serve processes."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,13 +61,15 @@ def wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
 
 @contextmanager
 def made_serve(artifact: Path, log: Path, **settings: str) -> Iterator[str]:
-    """A made-serve process on a free loopback port with MADE_* ``settings``; yields its URL."""
+    """A made-serve process on a free loopback port with MADE_* ``settings``; yields its URL.
+    ``artifact`` is served with --model, or as a repository when ``model_repository`` is set."""
     port = free_port()
     env = {**os.environ, "MADE_LOG_LEVEL": "warning"}
     env.update({f"MADE_{key.upper()}": value for key, value in settings.items()})
+    source = [] if "model_repository" in settings else ["--model", artifact]
     with log.open("w") as output:
         process = subprocess.Popen(
-            [MADE_SERVE, "--model", artifact, "--host", "127.0.0.1", "--port", str(port)],
+            [MADE_SERVE, *source, "--host", "127.0.0.1", "--port", str(port)],
             stdout=output,
             stderr=subprocess.STDOUT,
             env=env,
@@ -108,6 +111,19 @@ def row_server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """A made-serve process for a model without an image shape (D=8)."""
     log = tmp_path_factory.mktemp("row-server") / "serve.log"
     with made_serve(tiny_artifact, log) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def repository_server(
+    digits_artifact: Path, tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A model repository of two: the digits images (the default) and the D=8 rows model."""
+    root = tmp_path_factory.mktemp("page-repository")
+    shutil.copytree(digits_artifact, root / "digits")
+    shutil.copytree(tiny_artifact, root / "rows")
+    log = tmp_path_factory.mktemp("repository-server") / "serve.log"
+    with made_serve(root, log, model_repository=str(root), default_model="digits") as url:
         yield url
 
 

@@ -108,6 +108,9 @@ def test_model_card_shows_v1_model(
     open_page(page, server)
     model = api(server, "/v1/model")
     expect(page.locator("#card-name")).to_have_text(model["name"])
+    expect(page.locator("#card-served")).to_have_text(
+        f"{model['model']}, version {model['version']}"
+    )
     expect(page.locator("#card-source")).to_contain_text(model["data_source"])
     expect(page.locator("#card-dim")).to_have_text(str(model["dim"]))
     height, width = model["image_shape"]
@@ -514,4 +517,24 @@ def test_row_editor_for_models_without_an_image_shape(
     assert page.locator("#heatmap .heat").count() == 8
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
     page.screenshot(path=screenshots / "row-editor.png", full_page=True)
+    assert console_errors == []
+
+
+def test_the_model_picker_switches_every_call_to_the_model_picked(
+    page: Page, repository_server: str, console_errors: list[str], screenshots: Path
+) -> None:
+    open_page(page, repository_server)
+    picker = page.get_by_label("Serve from")
+    expect(picker).to_have_value("digits")
+    expect(page.locator("#card-dim")).to_have_text("64")
+    picker.select_option("rows")
+    expect(page.locator("#card-dim")).to_have_text("8")
+    assert page.locator("#grid .cell").count() == 8
+    page.get_by_label("Row as text (0, 1, ? for unknown)").fill("01101100")
+    page.keyboard.press("Enter")
+    click_button(page, "Score", "score")
+    row = [0, 1, 1, 0, 1, 1, 0, 0]
+    answer = api(repository_server, "/v1/models/rows/log-likelihood", {"inputs": [row]})
+    assert shown_number(page, "#score-ll") == pytest.approx(answer["log_likelihood"][0], abs=5e-4)
+    page.screenshot(path=screenshots / "model-picker.png")
     assert console_errors == []

@@ -22,6 +22,7 @@
 
   const state = {
     model: null,
+    modelName: null, // the repository model picked; null: the server's default (/v1/...)
     rows: 1, // layout rows: the image height, or ceil(D / ROW_COLUMNS)
     cols: 1,
     pixels: [], // D entries: 1, 0 or null (unknown)
@@ -146,6 +147,12 @@
     }
   }
 
+  /** The path of an operation for the model picked: /v1/models/{name}/... or the default's. */
+  function modelPath(operation) {
+    if (state.modelName === null) return `/v1/${operation}`;
+    return `/v1/models/${encodeURIComponent(state.modelName)}/${operation}`;
+  }
+
   function requireModel() {
     if (!state.model) throw new InputError("The model has not loaded yet.");
   }
@@ -160,6 +167,7 @@
 
   function renderCard(m) {
     $("card-name").textContent = m.name;
+    $("card-served").textContent = `${m.model}, version ${m.version}`;
     $("card-source").textContent = `${m.data_source} (${m.binarization})`;
     $("card-dim").textContent = String(m.dim);
     $("card-shape").textContent = m.image_shape
@@ -201,8 +209,35 @@
     return `${rows} held-out rows (for p-values)`;
   }
 
+  /** The repository's models in the picker (shown when there are several); the default one,
+   * or the first, is picked. */
+  async function loadModels() {
+    const { models } = await api("GET", "/v1/models");
+    const picker = $("model-picker");
+    picker.replaceChildren(
+      ...models.map((entry) => {
+        const option = document.createElement("option");
+        option.value = entry.name;
+        const ready = entry.versions.some((v) => v.state === "READY");
+        option.textContent =
+          entry.name + (entry.default ? " (default)" : "") + (ready ? "" : " (loads on use)");
+        return option;
+      }),
+    );
+    const picked = models.find((entry) => entry.default) || models[0];
+    state.modelName = models.length > 1 && picked ? picked.name : null;
+    if (picked) picker.value = picked.name;
+    $("picker-row").hidden = models.length < 2;
+    await loadModel();
+  }
+
   async function loadModel() {
-    const m = await api("GET", "/v1/model");
+    const m = await api(
+      "GET",
+      state.modelName === null
+        ? "/v1/model"
+        : `/v1/models/${encodeURIComponent(state.modelName)}`,
+    );
     state.model = m;
     if (m.image_shape) {
       [state.rows, state.cols] = m.image_shape;
@@ -379,7 +414,8 @@
 
   async function loadImage() {
     requireModel();
-    const result = await api("POST", "/v1/sample", jsonBody({ num_samples: 1 }, randomSeed()));
+    const body = jsonBody({ num_samples: 1 }, randomSeed());
+    const result = await api("POST", modelPath("sample"), body);
     state.pixels = result.samples[0].slice();
     refreshGrid();
     markStale();
@@ -531,11 +567,11 @@
     if ($("score-corrected").checked) anomaly.score = "complexity_corrected";
     try {
       const body = jsonBody({ ...fields, ...anomaly });
-      return { result: await api("POST", "/v1/log-likelihood", body), refusal: null };
+      return { result: await api("POST", modelPath("log-likelihood"), body), refusal: null };
     } catch (error) {
       const refusal = pValueRefusal(error);
       if (refusal === null) throw error;
-      return { result: await api("POST", "/v1/log-likelihood", jsonBody(fields)), refusal };
+      return { result: await api("POST", modelPath("log-likelihood"), jsonBody(fields)), refusal };
     }
   }
 
@@ -545,9 +581,9 @@
     const unknown = pixels.filter((v) => v === null).length;
     // A seed makes a sampled marginal reproducible: the same call gives the same estimate.
     const seed = unknown ? randomSeed() : undefined;
-    const { result, refusal } = unknown
-      ? { result: await api("POST", "/v1/log-likelihood", jsonBody({ inputs: [inputRow()] }, seed)) }
-      : await scoreComplete();
+    const marginal = () =>
+      api("POST", modelPath("log-likelihood"), jsonBody({ inputs: [inputRow()] }, seed));
+    const { result, refusal } = unknown ? { result: await marginal() } : await scoreComplete();
     const method = result.method[0];
     $("score-ll").textContent = `${result.log_likelihood[0].toFixed(3)} nats`;
     $("score-bits").textContent = result.bits_per_dim[0].toFixed(4);
@@ -632,7 +668,7 @@
     const count = readCount("complete-n", "Completions");
     const seed = randomSeed();
     const body = jsonBody({ inputs: [inputRow()], num_samples: count }, seed);
-    const result = await api("POST", "/v1/complete", body);
+    const result = await api("POST", modelPath("complete"), body);
     const method = result.method[0];
     const ess = result.effective_sample_size[0];
     const essText = ess === null ? "" : `, effective sample size ${ess.toFixed(1)}`;
@@ -657,7 +693,7 @@
     const count = readCount("sample-n", "Samples");
     const seed = $("sample-seed").value.trim();
     if (!/^[0-9]+$/.test(seed)) throw new InputError("Seed must be a whole number ≥ 0.");
-    const result = await api("POST", "/v1/sample", jsonBody({ num_samples: count }, seed));
+    const result = await api("POST", modelPath("sample"), jsonBody({ num_samples: count }, seed));
     $("samples").replaceChildren(
       ...result.samples.map((values, i) =>
         thumbnail(values, null, `sample ${i + 1} of ${count}, seed ${seed}`),
@@ -697,6 +733,13 @@
       },
       "sample",
     );
+    $("model-picker").addEventListener("change", () =>
+      run(async () => {
+        state.modelName = $("model-picker").value;
+        markStale();
+        await loadModel();
+      }, $("card")),
+    );
     $("row-text").addEventListener("change", () =>
       run(async () => {
         requireModel();
@@ -715,5 +758,5 @@
   }
 
   wire();
-  run(loadModel, $("card"));
+  run(loadModels, $("card"));
 })();
