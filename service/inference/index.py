@@ -6,7 +6,7 @@ from typing import Literal
 
 from service.contract import artifact
 from service.contract.artifact import ArtifactError, Manifest
-from service.inference.repository import content_version
+from service.inference.repository import version_label
 from service.inference.state import ServingState
 
 State = Literal["READY", "UNAVAILABLE"]  # the V2 repository extension's words
@@ -60,5 +60,6 @@ def on_disk(name: str, number: int | None, directory: Path) -> VersionStatus:
         return VersionStatus(
             name, str(number) if number is not None else "", "UNAVAILABLE", str(exc), None
         )
-    version = str(number) if number is not None else content_version(manifest)
-    return VersionStatus(name, version, "UNAVAILABLE", "not loaded", manifest)
+    return VersionStatus(
+        name, version_label(number, manifest), "UNAVAILABLE", "not loaded", manifest
+    )

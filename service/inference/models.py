@@ -9,7 +9,12 @@ import numpy as np
 from service.contract.artifact import ArtifactError
 from service.inference.engine import Engine
 from service.inference.memory import release_free_heap
-from service.inference.repository import ArtifactVersion, Repository, content_version
+from service.inference.repository import (
+    ArtifactVersion,
+    Repository,
+    content_version,
+    version_label,
+)
 from service.settings import Settings
 
 
@@ -44,9 +49,8 @@ def read_model(wanted: ArtifactVersion, threads: int, max_batch_size: int) -> Lo
     """Load, validate (as ``Engine.load`` does) and warm up one version; blocking."""
     engine = Engine.load(wanted.directory, threads)
     warm_up(engine, max_batch_size)
-    number = wanted.number
-    version = str(number) if number is not None else content_version(engine.manifest)
-    return LoadedModel(wanted.name, version, wanted.directory, engine, number)
+    version = version_label(wanted.number, engine.manifest)
+    return LoadedModel(wanted.name, version, wanted.directory, engine, wanted.number)
 
 
 def repository_of(settings: Settings) -> Repository:

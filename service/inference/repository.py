@@ -34,6 +34,11 @@ def content_version(manifest: artifact.Manifest) -> str:
     return manifest.onnx.sha256[:SHA_VERSION_DIGITS]
 
 
+def version_label(number: int | None, manifest: artifact.Manifest) -> str:
+    """``ArtifactVersion.label`` for a version whose manifest is already read."""
+    return str(number) if number is not None else content_version(manifest)
+
+
 class Repository:
     """Model names -> their folders: every subfolder of ``root``, or the fixed ``folders``."""
 
@@ -63,12 +68,17 @@ class Repository:
     def names(self) -> list[str]:
         return list(self.folders())
 
+    def folder(self, name: str) -> Path:
+        """``name``'s folder (UnknownModel naming the models there are when there is none)."""
+        folders = self.folders()
+        if name not in folders:
+            known = ", ".join(repr(n) for n in folders) or "none"
+            raise UnknownModel(f"unknown model {name!r}; this server has {known}")
+        return folders[name]
+
     def versions(self, name: str) -> list[ArtifactVersion]:
         """``name``'s versions, oldest first; an unversioned artifact is the only one."""
-        folder = self.folders().get(name)
-        if folder is None:
-            known = ", ".join(repr(n) for n in self.names()) or "none"
-            raise UnknownModel(f"unknown model {name!r}; this server has {known}")
+        folder = self.folder(name)
         if (folder / artifact.MANIFEST_FILE).exists() or self.root is None:
             return [ArtifactVersion(name, folder, None)]
         numbered = sorted(

@@ -233,13 +233,11 @@ class ServingState:
         for old in superseded:
             await self._retire(old)
 
-    async def unload(self, name: str) -> list[LoadedModel]:
+    async def unload(self, name: str) -> None:
         """Stop serving every version of ``name``; its queued rows finish first."""
         async with self.load_lock:
-            gone = list(self.models.pop(name, {}).values())
-            for model in gone:
+            for model in list(self.models.pop(name, {}).values()):
                 await self._retire(model)
-        return gone
 
     async def _make_room(self, leaving: list[LoadedModel]) -> None:
         """Unload least recently used versions until one more fits the budget beside those that

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.contract.artifact import ArtifactError
-from service.inference.errors import UnknownModel
 from service.inference.index import repository_index
 from service.transport.app_state import serving_state
 from service.transport.auth import require_admin_key
@@ -121,9 +120,8 @@ async def unload(request: Request, name: str) -> dict:
     await read_optional_body(request, UnloadRequest)
     state = serving_state(request)
     state.require_ready()
-    held = state.repository.names() if state.repository is not None else []
-    if name not in state.models and name not in held:
-        raise UnknownModel(f"unknown model {name!r}; this server has {', '.join(held) or 'none'}")
+    if name not in state.models and state.repository is not None:
+        state.repository.folder(name)  # 404 for a model the repository does not hold
     request.state.model = name
     await state.unload(name)
     return {}
