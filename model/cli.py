@@ -1,4 +1,5 @@
-"""Command lines: ``made-train`` (fit a mask pool) and ``made-export`` (write the artifact)."""
+"""Command lines: ``made-train`` (fit a mask pool; ``torchrun -m model.cli`` runs it in several
+processes), ``made-export`` (write the artifact) and ``made-data`` (pack binary rows 1 bit each)."""
 
 import argparse
 import logging
@@ -35,8 +36,11 @@ def train_parser() -> argparse.ArgumentParser:
         help="starting configuration; the options below override it",
     )
     parser.add_argument("--out", type=Path, required=True, help="run directory")
-    parser.add_argument("--source", help="digits, fashion-mnist, mnist, idx, npz or files")
-    parser.add_argument("--data-dir", help="IDX folder, .npz file, or .npy/.csv file or folder")
+    parser.add_argument("--source", help="digits, fashion-mnist, mnist, idx, npz, files or packed")
+    parser.add_argument(
+        "--data-dir",
+        help="IDX folder, .npz file, .npy/.csv file or folder, or a folder of packed bits",
+    )
     parser.add_argument(
         "--hidden",
         type=_hidden_sizes,
@@ -52,7 +56,9 @@ def train_parser() -> argparse.ArgumentParser:
         help="direct input-to-output connections",
     )
     parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument(
+        "--batch-size", type=int, help="the global batch, split evenly over torchrun's processes"
+    )
     parser.add_argument("--lr", type=float, dest="learning_rate")
     parser.add_argument("--lr-schedule", choices=["constant", "cosine"])
     parser.add_argument("--weight-decay", type=float)
@@ -68,6 +74,15 @@ def train_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: bfloat16 autocast on the forward pass (weights and artifacts stay float32)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -88,11 +103,15 @@ def format_report(report: "TrainingReport") -> str:
 
 
 def train_main(argv: list[str] | None = None) -> int:
+    """One training process; under torchrun (RANK, WORLD_SIZE and LOCAL_RANK set), one rank of a
+    data-parallel run, of which rank 0 alone logs, prints and writes."""
+    from model.distributed import launched_ranks, process_group
     from model.train import Trainer
 
     args = train_parser().parse_args(argv)
+    rank, world_size, _ = launched_ranks()
     logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
+        level=logging.WARNING if args.quiet or rank else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
     )
     overrides = {
@@ -118,15 +137,20 @@ def train_main(argv: list[str] | None = None) -> int:
     }
     try:
         config = preset(args.preset, **overrides)
-        trainer = Trainer(config, args.out, progress=not args.quiet)
-        if args.resume:
-            trainer.resume()
-        trained = trainer.fit()
+        with process_group(args.device) as dist:
+            trainer = Trainer(
+                config, args.out, progress=not args.quiet, dist=dist, precision=args.precision
+            )
+            if args.resume:
+                trainer.resume()
+            trained = trainer.fit()
     except (DataError, ValueError, FileNotFoundError) as exc:
-        print(f"made-train: error: {exc}", file=sys.stderr)
+        where = f" (rank {rank} of {world_size})" if world_size > 1 else ""
+        print(f"made-train{where}: error: {exc}", file=sys.stderr)
         return 2
-    print(format_report(trained.report))
-    print(f"model written to {args.out / 'model.pt'}")
+    if rank == 0:
+        print(format_report(trained.report))
+        print(f"model written to {args.out / 'model.pt'}")
     return 0
 
 
@@ -169,3 +193,62 @@ def export_main(argv: list[str] | None = None) -> int:
         else "no calibration rows (trained with --calibration-fraction 0): p-values are refused"
     )
     return 0
+
+
+def data_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="made-data", description="Prepare binary training data for made-train."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    pack = commands.add_parser(
+        "pack",
+        help="write a source's splits packed 1 bit per entry (made-train --source packed)",
+        description="Read a data source's train/valid/test splits a chunk at a time and write "
+        "them packed 1 bit per entry, with packed.json naming D and the row counts.",
+    )
+    pack.add_argument(
+        "input",
+        nargs="?",
+        help="a .npy/.csv file (split 80/10/10 as --source files does), a folder of "
+        "train/valid/test .npy/.csv files, a .npz (MADE format) or an IDX folder",
+    )
+    pack.add_argument("--out", type=Path, required=True, help="folder to write")
+    pack.add_argument(
+        "--source", help="the input's source (default: npz for a .npz file, else files)"
+    )
+    return parser
+
+
+def data_main(argv: list[str] | None = None) -> int:
+    from model.data import load_dataset
+    from model.packed import PackedError, write_packed
+
+    args = data_parser().parse_args(argv)
+    source = args.source or ("npz" if str(args.input).endswith(".npz") else "files")
+    try:
+        data = load_dataset(source, Path(args.input) if args.input else None)
+        splits = {split: data.split(split) for split in ("train", "valid", "test")}
+        sidecar = write_packed(
+            splits,
+            args.out,
+            binarization=data.binarization,
+            image_shape=data.image_shape,
+            packed_from={"source": data.name, "location": data.location},
+        )
+    except (DataError, PackedError, OSError) as exc:
+        print(f"made-data: error: {exc}", file=sys.stderr)
+        return 2
+    rows = sidecar["rows"]
+    sizes = ", ".join(f"{split} {count:,}" for split, count in rows.items())
+    packed_bytes = sum(f.stat().st_size for f in args.out.glob("*.bits"))
+    as_float = sum(rows.values()) * sidecar["dim"] * 4
+    print(
+        f"packed {sizes} rows of D={sidecar['dim']} into {args.out} "
+        f"({packed_bytes / 1e6:,.1f} MB; {as_float / 1e6:,.1f} MB as float32); "
+        f"train with: made-train --source packed --data-dir {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":  # torchrun --nproc-per-node N -m model.cli ... (or python -m model.cli)
+    sys.exit(train_main())

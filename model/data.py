@@ -1,8 +1,11 @@
 """Named data sources, each giving binary train/valid/test splits with one interface.
 
 Sources: ``digits`` (scikit-learn's bundled 8x8 digits, the embedded default), ``fashion-mnist``
-and ``mnist`` (standard IDX files), ``npz`` (the MADE release format), and users' own ``.npy``
-or ``.csv`` files of 0/1 rows.
+and ``mnist`` (standard IDX files), ``npz`` (the MADE release format), users' own ``.npy``
+or ``.csv`` files of 0/1 rows, and ``packed`` (a folder written by ``made-data pack``).
+
+``.npy`` files and packed folders stay on disk, memory-mapped (``model.rows``): they may be larger
+than memory, and are checked a chunk at a time. The other sources are read into memory.
 """
 
 import csv
@@ -13,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from model.packed import PackedError, open_packed
+from model.rows import MappedRows, Rows, drop_pages, subset
+
 DIGITS_THRESHOLD = 8  # digits pixels are 0..16; a pixel is on when >= 8
 IDX_THRESHOLD = 127  # IDX pixels are 0..255; a pixel is on when > 127
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -21,6 +27,7 @@ OWN_DATA_SPLIT = (0.8, 0.1)  # a single file of rows is split 80/10/10 with a fi
 SPLITS = ("train", "valid", "test")
 CALIBRATION_SEED = 0
 MAX_CALIBRATION_ROWS = 10_000  # p-values then resolve 1e-4; the manifest stores every score
+CHECK_BYTES = 1 << 26  # bytes of a file's rows checked at a time
 
 
 class DataError(ValueError):
@@ -29,12 +36,13 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Binary splits, each [N, D] float32 in {0, 1}."""
+    """Binary splits, each [N, D] in {0, 1}: float32 arrays in memory, or row stores on disk whose
+    reads give float32 rows (``model.rows``)."""
 
     name: str
-    train: np.ndarray
-    valid: np.ndarray
-    test: np.ndarray
+    train: Rows
+    valid: Rows
+    test: Rows
     binarization: str
     image_shape: tuple[int, int] | None = None
     location: str | None = None
@@ -53,7 +61,7 @@ class Dataset:
             sizes["calibration"] = len(self.calibration)
         return sizes
 
-    def split(self, name: str) -> np.ndarray:
+    def split(self, name: str) -> Rows:
         return {"train": self.train, "valid": self.valid, "test": self.test}[name]
 
 
@@ -74,15 +82,21 @@ def load_dataset(source: str, path: Path | None = None) -> Dataset:
         if path is None:
             raise DataError("source 'files' needs --data-dir, a .npy/.csv file or a folder")
         return _own_files(Path(path))
+    if source == "packed":
+        if path is None:
+            raise DataError("source 'packed' needs --data-dir, a folder written by made-data pack")
+        return _packed_folder(Path(path))
     raise DataError(
-        f"unknown data source {source!r}; choose digits, fashion-mnist, mnist, idx, npz or files"
+        f"unknown data source {source!r}; "
+        "choose digits, fashion-mnist, mnist, idx, npz, files or packed"
     )
 
 
 def hold_out_calibration(data: Dataset, fraction: float, seed: int = CALIBRATION_SEED) -> Dataset:
     """``data`` with ``fraction`` of its validation rows (at most MAX_CALIBRATION_ROWS, chosen by a
     seeded shuffle) moved to a calibration split that nothing fits on: the conformal p-values'
-    guarantee needs rows exchangeable with new ones and unseen by the model."""
+    guarantee needs rows exchangeable with new ones and unseen by the model. The calibration rows
+    are read into memory; the validation rows left stay on disk if they were."""
     if fraction == 0:
         return data
     count = min(MAX_CALIBRATION_ROWS, int(fraction * len(data.valid)))
@@ -95,7 +109,7 @@ def hold_out_calibration(data: Dataset, fraction: float, seed: int = CALIBRATION
     kept = np.setdiff1d(np.arange(len(data.valid)), chosen)
     return replace(
         data,
-        valid=data.valid[kept],
+        valid=subset(data.valid, kept),
         calibration=data.valid[chosen],
         calibration_rows=chosen,
     )
@@ -193,8 +207,25 @@ def _own_files(path: Path) -> Dataset:
     n_train = int(OWN_DATA_SPLIT[0] * len(rows))
     n_valid = int(OWN_DATA_SPLIT[1] * len(rows))
     parts = np.split(order, [n_train, n_train + n_valid])
-    splits = {s: rows[idx] for s, idx in zip(SPLITS, parts, strict=True)}
+    splits = {s: subset(rows, idx) for s, idx in zip(SPLITS, parts, strict=True)}
     return _from_splits("files", splits, str(path))
+
+
+def _packed_folder(folder: Path) -> Dataset:
+    if not folder.is_dir():
+        raise DataError(f"packed folder {folder} does not exist")
+    try:
+        sidecar, splits = open_packed(folder)
+    except PackedError as exc:
+        raise DataError(str(exc)) from exc
+    shape = sidecar.get("image_shape")
+    return Dataset(
+        name="packed",
+        binarization=sidecar.get("binarization") or "given as 0/1",
+        image_shape=tuple(shape) if shape else None,
+        location=str(folder),
+        **splits,
+    )
 
 
 def _split_file(folder: Path, split: str) -> Path:
@@ -204,15 +235,16 @@ def _split_file(folder: Path, split: str) -> Path:
     raise DataError(f"{folder} has no {split}.npy or {split}.csv")
 
 
-def _read_rows(path: Path) -> np.ndarray:
+def _read_rows(path: Path) -> Rows:
     if not path.is_file():
         raise DataError(f"{path} does not exist")
     if path.suffix == ".npy":
         try:
-            values = np.load(path, allow_pickle=False)
+            values = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise DataError(f"{path} is not a readable .npy array of numbers: {exc}") from exc
-        return _binary_rows(values, str(path))
+        _check_binary(values, str(path))
+        return MappedRows(values)
     if path.suffix == ".csv":
         return _binary_rows(_read_csv(path), str(path))
     raise DataError(f"{path}: expected a .npy or .csv file")
@@ -236,6 +268,14 @@ def _read_csv(path: Path) -> np.ndarray:
 
 def _binary_rows(values: np.ndarray, where: str) -> np.ndarray:
     """Check that ``values`` are [N, D] rows of exactly 0 or 1 and return them as float32."""
+    _check_binary(values, where)
+    return values.astype(np.float32)
+
+
+def _check_binary(values: np.ndarray, where: str) -> None:
+    """Refuse anything but [N, D] rows of exactly 0 or 1, naming ``where`` and the first bad
+    entry; ``values`` (a memory-mapped file, possibly larger than memory) is read in chunks of
+    CHECK_BYTES, its pages dropped after each."""
     if values.dtype == object:
         raise DataError(f"{where}: ragged or non-numeric rows")
     if values.ndim != 2:
@@ -244,16 +284,21 @@ def _binary_rows(values: np.ndarray, where: str) -> np.ndarray:
         raise DataError(f"{where}: empty split")
     if not np.issubdtype(values.dtype, np.number) and values.dtype != np.bool_:
         raise DataError(f"{where}: values must be numbers, got dtype {values.dtype}")
-    numbers = values.astype(np.float64)
-    if np.isnan(numbers).any():
-        raise DataError(f"{where}: contains NaN")
-    bad = ~np.isin(numbers, (0.0, 1.0))
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise DataError(
-            f"{where}: values must be 0 or 1, found {float(numbers[row, col])} at [{row}, {col}]"
-        )
-    return numbers.astype(np.float32)
+    if values.dtype == np.bool_:
+        return
+    step = max(1, CHECK_BYTES // max(1, values.shape[1] * values.itemsize))
+    for start in range(0, len(values), step):
+        chunk = np.asarray(values[start : start + step])
+        if np.issubdtype(chunk.dtype, np.inexact) and np.isnan(chunk).any():
+            raise DataError(f"{where}: contains NaN")
+        bad = (chunk != 0) & (chunk != 1)
+        drop_pages(values)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise DataError(
+                f"{where}: values must be 0 or 1, found {float(chunk[row, col])} "
+                f"at [{start + row}, {col}]"
+            )
 
 
 def _from_splits(name: str, splits: dict[str, np.ndarray], location: str) -> Dataset:

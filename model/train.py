@@ -1,5 +1,9 @@
 """Order- and connectivity-agnostic training of a MADE mask pool, with early stopping on the
-validation mixture NLL, resumable checkpoints and a JSON-lines metrics file."""
+validation mixture NLL, resumable checkpoints and a JSON-lines metrics file.
+
+One process, or several launched by torchrun (``model.distributed``): every rank draws the same
+seeded permutation and member schedule and trains its slice of every global batch; rank 0
+validates, decides when to stop, evaluates and writes the files."""
 
 import json
 import logging
@@ -11,11 +15,14 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from model.config import TrainConfig
 from model.data import Dataset, hold_out_calibration, load_dataset
+from model.distributed import Distributed
 from model.made import MADE
+from model.rows import Rows
 from service.contract.artifact import DataInfo, SplitMetrics
 from service.contract.masks import MaskPool, draw_pool
 from service.contract.mixture import fit_em_weights, mixture_log_prob
@@ -26,6 +33,8 @@ LAST_CHECKPOINT = "last.pt"
 FINAL_MODEL = "model.pt"
 METRICS_FILE = "metrics.jsonl"
 REPORT_FILE = "report.json"
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -111,9 +120,31 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def on_cpu(state: object) -> object:
+    """``state`` (a state dict, possibly nested) with every tensor on the CPU: what a GPU run
+    saves loads anywhere, and a CPU run's tensors are saved as they are."""
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {key: on_cpu(value) for key, value in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(on_cpu(value) for value in state)
+    return state
+
+
+def fetch(rows: Rows, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The float32 rows ``index`` of a split (in memory or on disk), on ``device``; through
+    pinned memory to a GPU, so the copy runs asynchronously."""
+    batch = torch.from_numpy(rows[index.numpy()])
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch
+
+
 @torch.no_grad()
-def member_log_probs(model: MADE, rows: np.ndarray, batch_size: int = 2000) -> np.ndarray:
-    """[N, K] float64 log p_k(x) in nats for every row and member."""
+def member_log_probs(model: MADE, rows: Rows, batch_size: int = 2000) -> np.ndarray:
+    """[N, K] float64 log p_k(x) in nats for every row and member, ``batch_size`` rows at a time
+    (a split on disk is streamed, never read whole)."""
     model.eval()
     device = next(model.parameters()).device
     chunks = [
@@ -207,16 +238,41 @@ def evaluate(
 
 
 class Trainer:
-    """One training run in ``out_dir``: fit, checkpoint every epoch, stop early, evaluate."""
+    """One training run in ``out_dir``: fit, checkpoint every epoch, stop early, evaluate.
 
-    def __init__(self, config: TrainConfig, out_dir: Path, progress: bool = True):
+    dist: this process's rank among those torchrun launched, and its device (default: one
+        process, on cuda when available).
+    precision: ``bf16`` runs the forward pass under bfloat16 autocast; the weights, optimizer,
+        loss, evaluation and everything saved stay float32.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        out_dir: Path,
+        progress: bool = True,
+        dist: Distributed | None = None,
+        precision: Precision = "fp32",
+    ):
+        self.dist = dist or Distributed(device=pick_device())
+        if config.batch_size % self.dist.world_size:
+            raise ValueError(
+                f"--batch-size {config.batch_size} is the global batch, split evenly over the "
+                f"{self.dist.world_size} processes: make it a multiple of {self.dist.world_size}"
+            )
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+            )
         self.config = config
         self.out_dir = out_dir
-        self.progress = progress
-        self.device = pick_device()
+        self.progress = progress and self.dist.is_main
+        self.precision = precision
+        self.device = self.dist.device
         self.data = training_data(config)
         torch.manual_seed(config.seed)
         self.model = build_model(config, self.data.dim).to(self.device)
+        self.trained_module = self.dist.wrap(self.model)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
@@ -225,8 +281,9 @@ class Trainer:
             if config.lr_schedule == "cosine"
             else None
         )
+        # Draws each epoch's permutation and the sampled member schedule: seeded alike on every
+        # rank and drawn in the same order, so all ranks agree on both by construction.
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.train_rows = torch.as_tensor(self.data.train, device=self.device)
         self.epoch = 0
         self.step = 0
         self.best_valid = math.inf
@@ -239,8 +296,8 @@ class Trainer:
         return {
             "config": self.config.to_dict(),
             "pool": pool_to_state(self.model.pool),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": on_cpu(self.model.state_dict()),
+            "optimizer": on_cpu(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "generator": self.generator.get_state(),
             "epoch": self.epoch,
@@ -257,9 +314,9 @@ class Trainer:
         path.with_suffix(".tmp").replace(path)
 
     def resume(self) -> None:
-        state = torch.load(
-            self.out_dir / LAST_CHECKPOINT, map_location=self.device, weights_only=True
-        )
+        """Continue from ``last.pt`` (every rank reads it); on any device, since it holds CPU
+        tensors that loading copies to the model's and the optimizer's device."""
+        state = torch.load(self.out_dir / LAST_CHECKPOINT, map_location="cpu", weights_only=True)
         if state["config"] != self.config.to_dict():
             raise ValueError(
                 f"{self.out_dir / LAST_CHECKPOINT} was written with another configuration; "
@@ -274,7 +331,8 @@ class Trainer:
         self.epoch, self.step = state["epoch"], state["step"]
         self.best_valid, self.best_state = state["best_valid"], state["best_state"]
         self.epochs_since_best, self.seconds = state["epochs_since_best"], state["seconds"]
-        log.info("resumed from epoch %d (best valid NLL %.3f)", self.epoch, self.best_valid)
+        if self.dist.is_main:
+            log.info("resumed from epoch %d (best valid NLL %.3f)", self.epoch, self.best_valid)
 
     # -- training ----------------------------------------------------------------------------
     def _member_for_step(self) -> int:
@@ -283,9 +341,23 @@ class Trainer:
             return self.step % k
         return int(torch.randint(k, (1,), generator=self.generator))
 
+    def _loss(self, x: torch.Tensor, member: int, batch_rows: int) -> torch.Tensor:
+        """The loss to back-propagate for this rank's ``x`` of a global batch of ``batch_rows``.
+
+        One process: the batch's mean NLL. Several: this rank's summed NLL times world size /
+        batch_rows, whose gradient DDP averages over the ranks into exactly the gradient of the
+        global batch's mean NLL, also for an epoch's last batch, shared unevenly.
+        """
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+            logits = self.trained_module(x, member)
+        nll = F.binary_cross_entropy_with_logits(logits.float(), x, reduction="none").sum(dim=1)
+        if self.dist.world_size == 1:
+            return nll.mean()
+        return nll.sum() * (self.dist.world_size / batch_rows)
+
     def _train_epoch(self) -> float:
         self.model.train()
-        order = torch.randperm(len(self.train_rows), generator=self.generator)
+        order = torch.randperm(len(self.data.train), generator=self.generator)
         batches = order.split(self.config.batch_size)
         total, count = 0.0, 0
         # tqdm's None disables the bar when stderr is not a terminal: a log then holds only the
@@ -297,16 +369,19 @@ class Trainer:
             leave=False,
             disable=None if self.progress else True,
         )
-        for index in bar:
-            x = self.train_rows[index.to(self.device)]
-            loss = -self.model.log_prob(x, self._member_for_step()).mean()
+        world = self.dist.world_size
+        for batch in bar:
+            index = batch[self.dist.batch_slice(len(batch))]
+            x = fetch(self.data.train, index, self.device)
+            loss = self._loss(x, self._member_for_step(), len(batch))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.step += 1
-            total += loss.item() * len(index)
+            total += loss.item() * len(batch) / world  # this rank's summed NLL
             count += len(index)
-            bar.set_postfix(nll=f"{total / count:.2f}")
+            bar.set_postfix(nll=f"{total / max(count, 1):.2f}")
+        total, count = self.dist.sum([total, count])
         return total / count
 
     def _valid_mixture_nll(self) -> float:
@@ -315,61 +390,75 @@ class Trainer:
         return float(-mixture_log_prob(log_probs, np.full(k, 1.0 / k)).mean())
 
     def fit(self) -> TrainedModel:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        sizes = ", ".join(f"{split} {count:,}" for split, count in self.data.split_sizes().items())
-        log.info("%s rows of D=%d: %s", self.data.name, self.data.dim, sizes)
-        metrics = (self.out_dir / METRICS_FILE).open("a")
-        with metrics:
-            while self.epoch < self.config.epochs and self.epochs_since_best < self.config.patience:
-                started = time.perf_counter()
-                train_nll = self._train_epoch()
-                valid_nll = self._valid_mixture_nll()
-                if self.scheduler is not None:
-                    self.scheduler.step()
-                self.epoch += 1
-                self.seconds += time.perf_counter() - started
-                improved = valid_nll < self.best_valid
-                if improved:
-                    self.best_valid, self.epochs_since_best = valid_nll, 0
-                    self.best_state = {
-                        k: v.detach().clone() for k, v in self.model.state_dict().items()
-                    }
-                else:
-                    self.epochs_since_best += 1
-                record = {
-                    "epoch": self.epoch,
-                    "train_nll": train_nll,
-                    "valid_mixture_nll": valid_nll,
-                    "best_valid_mixture_nll": self.best_valid,
-                    "seconds": round(self.seconds, 2),
-                    "lr": self.optimizer.param_groups[0]["lr"],
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            sizes = ", ".join(f"{split} {n:,}" for split, n in self.data.split_sizes().items())
+            log.info("%s rows of D=%d: %s", self.data.name, self.data.dim, sizes)
+        while self.epoch < self.config.epochs and self.epochs_since_best < self.config.patience:
+            started = time.perf_counter()
+            train_nll = self._train_epoch()
+            # Rank 0 validates; every rank gets its figure and so keeps the same best epoch and
+            # patience count as rank 0: they all take the same decision to stop.
+            valid_nll = self.dist.broadcast(
+                self._valid_mixture_nll() if self.dist.is_main else math.nan
+            )
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.epoch += 1
+            self.seconds += time.perf_counter() - started
+            improved = valid_nll < self.best_valid
+            if improved:
+                self.best_valid, self.epochs_since_best = valid_nll, 0
+                self.best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
                 }
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-                self.save_checkpoint()
-                log.info(
-                    "epoch %d: train %.3f valid mixture %.3f%s",
-                    self.epoch,
-                    train_nll,
-                    valid_nll,
-                    " (best)" if improved else "",
-                )
+            else:
+                self.epochs_since_best += 1
+            if self.dist.is_main:
+                self._write_epoch(train_nll, valid_nll, improved)
         return self.finish()
 
-    def finish(self) -> TrainedModel:
-        self.model.load_state_dict(self.best_state)
-        report = evaluate(
-            self.model,
-            self.data,
-            self.config.em_alpha,
-            epochs_run=self.epoch,
-            train_seconds=round(self.seconds, 2),
-            best_valid_uniform_nll=self.best_valid,
+    def _write_epoch(self, train_nll: float, valid_nll: float, improved: bool) -> None:
+        record = {
+            "epoch": self.epoch,
+            "train_nll": train_nll,
+            "valid_mixture_nll": valid_nll,
+            "best_valid_mixture_nll": self.best_valid,
+            "seconds": round(self.seconds, 2),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        with (self.out_dir / METRICS_FILE).open("a") as metrics:
+            metrics.write(json.dumps(record) + "\n")
+        self.save_checkpoint()
+        log.info(
+            "epoch %d: train %.3f valid mixture %.3f%s",
+            self.epoch,
+            train_nll,
+            valid_nll,
+            " (best)" if improved else "",
         )
-        trained = TrainedModel(self.config, self.model, dataset_info(self.data), report)
-        save_trained(trained, self.out_dir / FINAL_MODEL)
-        (self.out_dir / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        return trained
+
+    def finish(self) -> TrainedModel:
+        """The best epoch's network, evaluated and written by rank 0; every rank returns it, on
+        the CPU (as export reads it), once model.pt is written."""
+        self.model.load_state_dict(self.best_state)
+        info = dataset_info(self.data)
+        report = None
+        if self.dist.is_main:
+            report = evaluate(
+                self.model,
+                self.data,
+                self.config.em_alpha,
+                epochs_run=self.epoch,
+                train_seconds=round(self.seconds, 2),
+                best_valid_uniform_nll=self.best_valid,
+            )
+            save_trained(
+                TrainedModel(self.config, self.model, info, report), self.out_dir / FINAL_MODEL
+            )
+            (self.out_dir / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        report = self.dist.broadcast_object(report)
+        return TrainedModel(self.config, self.model.cpu(), info, report)
 
 
 def save_trained(trained: TrainedModel, path: Path) -> None:
@@ -377,7 +466,7 @@ def save_trained(trained: TrainedModel, path: Path) -> None:
         {
             "config": trained.config.to_dict(),
             "pool": pool_to_state(trained.model.pool),
-            "model": trained.model.state_dict(),
+            "model": on_cpu(trained.model.state_dict()),
             "dataset": trained.dataset_info.to_dict(),
             "report": trained.report.to_dict(),
         },
