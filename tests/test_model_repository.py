@@ -214,6 +214,38 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(
     np.testing.assert_allclose(answer["log_likelihood"], offline(artifacts["beta/3"], rows))
 
 
+def test_a_models_limits_json_sets_its_own_batching_limits(repository: Path) -> None:
+    (repository / "beta" / "limits.json").write_text('{"max_batch_size": 4, "max_queue_rows": 64}')
+    settings = Settings(model_repository=repository, api_key=KEY)
+    with TestClient(create_app(settings), headers=AUTH) as client:
+        state = client.app.state.serving
+        batchers = {
+            name: state.batchers[model.engine]
+            for name, versions in state.models.items()
+            for model in versions.values()
+        }
+        assert batchers["beta"].max_batch_size == 4
+        assert batchers["beta"].admission.max_rows == 64
+        assert batchers["alpha"].max_batch_size == settings.max_batch_size == 256
+        listed = {m["name"]: m["versions"] for m in client.get("/v1/models").json()["models"]}
+        beta_2 = next(v for v in listed["beta"] if v["version"] == "2")
+        assert beta_2["limits"]["max_batch_size"] == 4
+        assert next(v for v in listed["beta"] if v["version"] == "1")["limits"] is None
+        assert listed["alpha"][0]["limits"]["max_batch_size"] == 256
+        # A limit that does not validate is refused at load, naming the file and the field,
+        # and the version loaded before keeps serving with its limits.
+        (repository / "beta" / "limits.json").write_text('{"max_batch_size": 0, "batch": 1}')
+        refused = client.post("/v2/repository/models/beta/load")
+        assert refused.status_code == 409
+        error = refused.json()["error"]
+        assert "beta/limits.json" in error and "max_batch_size" in error and "batch:" in error
+        assert state.batchers[state.models["beta"]["2"].engine].max_batch_size == 4
+        rows = {"inputs": every_row(5)}
+        assert client.post("/v1/models/beta/log-likelihood", json=rows).status_code == 200
+    with pytest.raises(ArtifactError, match=r"beta/limits\.json: max_batch_size"):
+        prepare_startup(settings)
+
+
 def test_the_least_recently_used_model_is_unloaded_past_the_budget(repository: Path) -> None:
     with pytest.raises(ArtifactError, match="MADE_STARTUP_MODELS"):
         prepare_startup(Settings(model_repository=repository, max_loaded_models=2))

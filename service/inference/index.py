@@ -6,6 +6,8 @@ from typing import Literal
 
 from service.contract import artifact
 from service.contract.artifact import ArtifactError, Manifest
+from service.inference.limits import BatchLimits
+from service.inference.models import LoadedModel
 from service.inference.repository import version_label
 from service.inference.state import ServingState
 
@@ -19,6 +21,7 @@ class VersionStatus:
     state: State
     reason: str  # why it is unavailable; empty when it serves
     manifest: Manifest | None  # None when its manifest cannot be read
+    limits: BatchLimits | None = None  # its batcher's, when loaded
 
 
 def repository_index(state: ServingState) -> list[VersionStatus]:
@@ -36,9 +39,7 @@ def repository_index(state: ServingState) -> list[VersionStatus]:
         for version in versions:
             in_memory = next((m for m in loaded.values() if m.directory == version.directory), None)
             if in_memory is not None:
-                entry = VersionStatus(
-                    name, in_memory.version, "READY", "", in_memory.engine.manifest
-                )
+                entry = loaded_status(in_memory)
             else:
                 entry = on_disk(name, version.number, version.directory)
             entries.append(entry)
@@ -46,10 +47,14 @@ def repository_index(state: ServingState) -> list[VersionStatus]:
     for name, versions in state.models.items():
         for model in versions.values():
             if (name, model.version) not in listed:
-                entries.append(
-                    VersionStatus(name, model.version, "READY", "", model.engine.manifest)
-                )
+                entries.append(loaded_status(model))
     return entries
+
+
+def loaded_status(model: LoadedModel) -> VersionStatus:
+    return VersionStatus(
+        model.name, model.version, "READY", "", model.engine.manifest, model.limits
+    )
 
 
 def on_disk(name: str, number: int | None, directory: Path) -> VersionStatus:

@@ -8,6 +8,7 @@ import numpy as np
 
 from service.contract.artifact import ArtifactError
 from service.inference.engine import Engine
+from service.inference.limits import BatchLimits, limits_of, server_limits
 from service.inference.memory import release_free_heap
 from service.inference.repository import (
     ArtifactVersion,
@@ -24,6 +25,7 @@ class LoadedModel:
     version: str
     directory: Path
     engine: Engine
+    limits: BatchLimits  # its batcher's: limits.json over the server's MADE_* values
     number: int | None = None  # the version folder's number; None when unversioned
     last_used: float = field(default_factory=time.monotonic)
 
@@ -45,12 +47,14 @@ def warm_up(engine: Engine, max_batch_size: int) -> None:
     release_free_heap()
 
 
-def read_model(wanted: ArtifactVersion, threads: int, max_batch_size: int) -> LoadedModel:
-    """Load, validate (as ``Engine.load`` does) and warm up one version; blocking."""
+def read_model(wanted: ArtifactVersion, threads: int, settings: Settings) -> LoadedModel:
+    """Load, validate (as ``Engine.load`` does, and its limits.json) and warm up one version;
+    blocking."""
+    limits = limits_of(wanted, settings)
     engine = Engine.load(wanted.directory, threads)
-    warm_up(engine, max_batch_size)
+    warm_up(engine, limits.max_batch_size)
     version = version_label(wanted.number, engine.manifest)
-    return LoadedModel(wanted.name, version, wanted.directory, engine, wanted.number)
+    return LoadedModel(wanted.name, version, wanted.directory, engine, limits, wanted.number)
 
 
 def repository_of(settings: Settings) -> Repository:
@@ -104,7 +108,7 @@ def prepare_startup(settings: Settings) -> Startup:
     repository = repository_of(settings)
     wanted = startup_versions(repository, settings)
     threads = session_threads(settings, len(wanted))
-    models = [read_model(version, threads, settings.max_batch_size) for version in wanted]
+    models = [read_model(version, threads, settings) for version in wanted]
     return Startup(repository, models, threads)
 
 
@@ -112,5 +116,6 @@ def startup_of_engine(settings: Settings, engine: Engine) -> Startup:
     """An engine already loaded (tests) served as ``--model`` would serve it."""
     warm_up(engine, settings.max_batch_size)
     name = engine.manifest.name
-    model = LoadedModel(name, content_version(engine.manifest), settings.model_dir, engine)
+    version = content_version(engine.manifest)
+    model = LoadedModel(name, version, settings.model_dir, engine, server_limits(settings))
     return Startup(Repository(folders={name: settings.model_dir}), [model], settings.onnx_threads())

@@ -26,6 +26,7 @@ from service.inference.batcher import (
 )
 from service.inference.engine import Engine
 from service.inference.errors import ModelNotLoaded, NotReady, TimedOut, UnknownModel
+from service.inference.limits import server_limits
 from service.inference.models import LoadedModel, Startup, latest_first, read_model
 from service.inference.repository import ArtifactVersion, Repository, content_version
 from service.settings import Settings
@@ -55,7 +56,8 @@ class ServingState:
         name = engine.manifest.name
         state = cls(settings=settings, ready=ready, default_model=name)
         version = content_version(engine.manifest)
-        state.models[name] = {version: LoadedModel(name, version, settings.model_dir, engine)}
+        model = LoadedModel(name, version, settings.model_dir, engine, server_limits(settings))
+        state.models[name] = {version: model}
         return state
 
     # -- which model ---------------------------------------------------------------------------
@@ -158,24 +160,24 @@ class ServingState:
         return await self.in_thread(engine.member_log_probs, rows)
 
     # -- loading and unloading -------------------------------------------------------------------
-    async def start_batcher(self, engine: Engine, stats: BatchStats) -> Batcher:
-        """A running batcher for ``engine``. Its rows/s is measured first on one full batch, so
-        admission has a figure for this model before any request ran."""
-        settings = self.settings
+    async def start_batcher(self, model: LoadedModel) -> Batcher:
+        """A running batcher for ``model``, within its limits. Its rows/s is measured first on one
+        full batch, so admission has a figure for this model before any request ran."""
+        engine, limits = model.engine, model.limits
         rng = np.random.default_rng(0)
-        rows = (rng.random((settings.max_batch_size, engine.dim)) < 0.5).astype(np.float32)
+        rows = (rng.random((limits.max_batch_size, engine.dim)) < 0.5).astype(np.float32)
         rows_per_s = await anyio.to_thread.run_sync(
             measured_rows_per_s, engine.member_log_probs, rows
         )
         batcher = Batcher(
             engine.member_log_probs,
-            settings.max_batch_size,
-            settings.max_queue_delay_ms / 1000,
+            limits.max_batch_size,
+            limits.max_queue_delay_ms / 1000,
             Admission(
-                settings.request_timeout_s, settings.max_queue_bytes, settings.max_queue_rows
+                self.settings.request_timeout_s, limits.max_queue_bytes, limits.max_queue_rows
             ),
-            Throughput(rows_per_s, rows=settings.max_batch_size),
-            stats,
+            Throughput(rows_per_s, rows=limits.max_batch_size),
+            self.batch_stats(model.name),
         )
         batcher.start()
         return batcher
@@ -193,9 +195,7 @@ class ServingState:
             for model in current.values():  # asked again while it loaded for someone else
                 if model.directory == wanted.directory and not replace:
                     return model
-            model = await anyio.to_thread.run_sync(
-                read_model, wanted, self.threads, self.settings.max_batch_size
-            )
+            model = await anyio.to_thread.run_sync(read_model, wanted, self.threads, self.settings)
             await self.install(model, replace, supersedes or model.name)
         log.info(
             "loaded %s version %s (D=%d, K=%d) from %s",
@@ -213,7 +213,7 @@ class ServingState:
         queued rows finish first)."""
         batcher = None
         if self.settings.batching:
-            batcher = await self.start_batcher(model.engine, self.batch_stats(model.name))
+            batcher = await self.start_batcher(model)
         held = self.models.get(old_name, {}).values()
         superseded = [m for m in held if replace or m.version == model.version]
         await self._make_room(superseded)

@@ -22,6 +22,7 @@ from pydantic import (
 
 from service.contract.artifact import Manifest, ProductNormaliser, Score
 from service.contract.mixture import Combination, Method
+from service.inference.limits import BatchLimits
 from service.settings import Settings, counted_samples
 
 _ENTRY = {"anyOf": [{"type": "integer", "enum": [0, 1]}, {"type": "null"}]}
@@ -220,6 +221,12 @@ class ModelVersionEntry(BaseModel):
     num_members: int | None
     image_shape: Annotated[list[int], Field(min_length=2, max_length=2)] | None
     artifact_sha256: str | None
+    limits: BatchLimits | None = Field(
+        None,
+        description="Its batcher's limits when loaded: the model folder's limits.json over the "
+        "server's MADE_MAX_BATCH_SIZE, MADE_MAX_QUEUE_DELAY_MS, MADE_MAX_QUEUE_ROWS and "
+        "MADE_MAX_QUEUE_BYTES; null when not loaded.",
+    )
 
 
 class ModelEntry(BaseModel):

@@ -197,6 +197,7 @@ async def list_models(request: Request) -> ModelList:
                 num_members=m.num_members if m else None,
                 image_shape=m.image_shape if m else None,
                 artifact_sha256=m.onnx.sha256 if m else None,
+                limits=status.limits,
             )
         )
     return ModelList(models=list(entries.values()))
