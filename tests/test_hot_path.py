@@ -50,9 +50,11 @@ class FastAPIStandIn:
         await send({"type": "http.response.body", "body": b""})
 
 
-def call(hot: HotLikelihood, body: bytes, header_list=None, messages=None) -> dict:
+def call(
+    hot: HotLikelihood, body: bytes, header_list=None, messages=None, path="/v1/log-likelihood"
+) -> dict:
     """One request through the ASGI app; the response's status, headers, JSON body and scope."""
-    scope = {"type": "http", "method": "POST", "path": "/v1/log-likelihood"}
+    scope = {"type": "http", "method": "POST", "path": path}
     scope["headers"] = headers(body) if header_list is None else header_list
     incoming = list(messages or [{"type": "http.request", "body": body, "more_body": False}])
     sent: list[dict] = []
@@ -101,6 +103,28 @@ def test_plain_requests_are_answered_without_fastapi(
     # The request log labels it with the route's path and logs its rows.
     assert answer["scope"]["route"].path == "/v1/log-likelihood"
     assert answer["scope"]["state"]["rows"] == 3
+
+
+def test_a_named_model_and_version_are_answered_without_fastapi(engine: Engine) -> None:
+    hot, stand_in = hot_route(engine)
+    name = engine.manifest.name
+    version = next(iter(hot.state.models[name]))
+    body = orjson.dumps({"inputs": rows_of(engine, 2).astype(int).tolist()})
+    for path, template in (
+        (f"/v1/models/{name}/log-likelihood", "/v1/models/{name}/log-likelihood"),
+        (
+            f"/v1/models/{name}/versions/{version}/log-likelihood",
+            "/v1/models/{name}/versions/{version}/log-likelihood",
+        ),
+    ):
+        answer = call(hot, body, path=path)
+        assert answer["status"] == 200 and stand_in.bodies == [], path
+        assert answer["scope"]["route"].path == template
+        assert answer["scope"]["state"]["model"] == name
+    # A model or version not in memory goes to the route, which loads it or says why not.
+    for path in ("/v1/models/other/log-likelihood", f"/v1/models/{name}/versions/9/log-likelihood"):
+        assert call(hot, body, path=path)["status"] == 299  # the stand-in's answer
+    assert stand_in.bodies == [body, body]
 
 
 def test_a_correct_api_key_is_accepted(engine: Engine) -> None:
