@@ -28,7 +28,9 @@ from service.contract.mixture import product_log_weights
 log = logging.getLogger(__name__)
 
 CONFIDENCE = 0.95
-FORWARD_BATCH = 1000  # rows per onnxruntime call when the [B, K, D] logits are needed
+# Rows x members per onnxruntime call: its [B, K, H] hidden units and [B, K, D] logits stay near
+# 100 MB at D = 784 whatever K is (10,000 rows of K = 128 in one call took 13 GB).
+ROW_MEMBERS = 8_000
 
 
 class SampledModel(Protocol):
@@ -169,9 +171,21 @@ def rejection_sample_product(
 
 def product_sampler(engine: SampledModel, rng: np.random.Generator) -> Callable[[int], np.ndarray]:
     """n -> [n] log r(x) of the PoE (the artifact's weights) for n exact mixture draws."""
-    return lambda n: product_log_weights(
-        engine.member_log_probs(engine.sample(n, rng)), engine.weights
-    )
+
+    def draw(n: int) -> np.ndarray:
+        x = engine.sample(n, rng)
+        pieces = in_pieces(x, len(engine.weights))
+        return np.concatenate(
+            [product_log_weights(engine.member_log_probs(rows), engine.weights) for rows in pieces]
+        )
+
+    return draw
+
+
+def in_pieces(rows: np.ndarray, num_members: int) -> list[np.ndarray]:
+    """``rows`` split so that no onnxruntime call holds more than ROW_MEMBERS rows x members."""
+    step = max(1, ROW_MEMBERS // num_members)
+    return np.split(rows, range(step, len(rows), step))
 
 
 def logit_average_sampler(
@@ -183,7 +197,7 @@ def logit_average_sampler(
     def draw(n: int) -> np.ndarray:
         x = engine.sample(n, rng)
         out = []
-        for rows in np.array_split(x, max(1, n // FORWARD_BATCH)):  # logits are [B, K, D]
+        for rows in in_pieces(x, len(engine.weights)):  # logits are [B, K, D]
             log_probs, logits = engine.forward(rows)
             out.append(logit_average_log_prob(rows, logits, uniform) - engine.mixture(log_probs))
         return np.concatenate(out)

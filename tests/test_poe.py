@@ -7,8 +7,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from model.normaliser import (
+    ROW_MEMBERS,
     bernstein_upper,
     estimate_log_normaliser,
+    in_pieces,
     logit_average_log_prob,
     logit_average_sampler,
     product_sampler,
@@ -174,3 +176,13 @@ def test_product_needs_an_exported_normaliser(tiny_artifact: Path) -> None:
         )
     assert response.status_code == 422, response.text
     assert "combination" in response.text
+
+
+@pytest.mark.parametrize(("rows", "members"), [(10_000, 128), (10_000, 8), (3, 500), (1, 1)])
+def test_normaliser_draws_are_scored_in_pieces_of_bounded_rows_times_members(
+    rows: int, members: int
+) -> None:
+    x = np.arange(rows * 2).reshape(rows, 2)
+    pieces = in_pieces(x, members)
+    assert all(len(piece) * members <= max(ROW_MEMBERS, members) for piece in pieces)
+    np.testing.assert_array_equal(np.concatenate(pieces), x)
