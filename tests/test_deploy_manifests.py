@@ -157,17 +157,21 @@ def test_shutdown_grace_fits_inside_the_orchestrators_grace(monkeypatch):
     assert stop and int(stop.group(1)) > grace
 
 
-def test_deployment_runs_as_the_image_user_read_only_with_resources():
+def assert_hardened(pod: dict, container: dict) -> None:
+    """The image's non-root user, a read-only root, no privileges, and CPU and memory bounds."""
     user = int(runtime_stage().arguments("USER")[0].split(":")[0])
-    pod = pod_spec()["securityContext"]
-    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == user != 0
-    security = container()["securityContext"]
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == user != 0
+    security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
-    resources = container()["resources"]
     for bound in ("requests", "limits"):
-        assert set(resources[bound]) == {"cpu", "memory"}, bound
+        assert set(container["resources"][bound]) == {"cpu", "memory"}, bound
+
+
+def test_deployment_runs_as_the_image_user_read_only_with_resources():
+    assert_hardened(pod_spec(), container())
     assert container()["envFrom"] == [
         {"configMapRef": {"name": k8s("ConfigMap")["metadata"]["name"]}}
     ]

@@ -18,7 +18,7 @@ from service.settings import Settings
 from service.transport.app import create_app
 from tests import kserve_schema
 from tests.dockerfile import runtime_stage
-from tests.test_deploy_manifests import SETTING_NAMES, k8s, settings_from
+from tests.test_deploy_manifests import SETTING_NAMES, assert_hardened, k8s, settings_from
 
 MANIFEST = Path(__file__).resolve().parents[1] / "docker" / "kserve" / "inferenceservice.yaml"
 PROBES = ("readinessProbe", "livenessProbe")
@@ -160,16 +160,7 @@ def test_shutdown_grace_fits_inside_the_pod_grace(monkeypatch):
 
 
 def test_it_runs_as_the_image_user_read_only_with_resources():
-    user = int(runtime_stage().arguments("USER")[0].split(":")[0])
-    pod = predictor()["securityContext"]
-    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == user != 0
-    security = container()["securityContext"]
-    assert security["readOnlyRootFilesystem"] is True
-    assert security["allowPrivilegeEscalation"] is False
-    assert security["capabilities"]["drop"] == ["ALL"]
-    resources = container()["resources"]
-    for bound in ("requests", "limits"):
-        assert set(resources[bound]) == {"cpu", "memory"}, bound
+    assert_hardened(predictor(), container())
     mounts = {mount["name"]: mount["mountPath"] for mount in container()["volumeMounts"]}
     assert mounts == {"tmp": "/tmp"}
     assert [volume["name"] for volume in predictor()["volumes"] if "emptyDir" in volume] == ["tmp"]
