@@ -69,8 +69,14 @@ class MADE(nn.Module):
 
     def log_prob(self, x: torch.Tensor, member: int) -> torch.Tensor:
         """[B] log p_k(x) in nats."""
-        return -F.binary_cross_entropy_with_logits(self(x, member), x, reduction="none").sum(dim=1)
+        return log_prob_of(self(x, member), x)
 
     def member_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """[B, K] log p_k(x) for every member."""
         return torch.stack([self.log_prob(x, k) for k in range(self.num_members)], dim=1)
+
+
+def log_prob_of(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """[B] log p(x) in nats of rows ``x`` under the Bernoulli ``logits`` [B, D] of one member
+    (the trainer computes the logits itself, through DistributedDataParallel's forward)."""
+    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=1)

@@ -15,13 +15,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from model.config import TrainConfig
 from model.data import Dataset, hold_out_calibration, load_dataset
 from model.distributed import Distributed
-from model.made import MADE
+from model.made import MADE, log_prob_of
 from model.rows import Rows
 from service.contract.artifact import DataInfo, SplitMetrics
 from service.contract.masks import MaskPool, draw_pool
@@ -350,7 +349,7 @@ class Trainer:
         """
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
             logits = self.trained_module(x, member)
-        nll = F.binary_cross_entropy_with_logits(logits.float(), x, reduction="none").sum(dim=1)
+        nll = -log_prob_of(logits.float(), x)
         if self.dist.world_size == 1:
             return nll.mean()
         return nll.sum() * (self.dist.world_size / batch_rows)
