@@ -36,7 +36,12 @@ def train_parser() -> argparse.ArgumentParser:
         help="starting configuration; the options below override it",
     )
     parser.add_argument("--out", type=Path, required=True, help="run directory")
-    parser.add_argument("--source", help="digits, fashion-mnist, mnist, idx, npz, files or packed")
+    parser.add_argument(
+        "--source",
+        help="digits, fashion-mnist, mnist, idx, npz, files or packed (0/1 rows); digits-levels, "
+        "digits-levels-categorical, fashion-mnist-8bit, mnist-8bit or idx-8bit (grey levels); "
+        "files with a schema file or levels",
+    )
     parser.add_argument(
         "--data-dir",
         help="IDX folder, .npz file, .npy/.csv file or folder, or a folder of packed bits",
@@ -227,6 +232,11 @@ def data_main(argv: list[str] | None = None) -> int:
     source = args.source or ("npz" if str(args.input).endswith(".npz") else "files")
     try:
         data = load_dataset(source, Path(args.input) if args.input else None)
+        if data.schema is not None:  # packing keeps one bit an entry
+            raise DataError(
+                f"{data.location or data.name} holds levels ({data.schema.describe()}), not "
+                "0/1 rows: made-data pack stores bits only; train on the source directly"
+            )
         splits = {split: data.split(split) for split in ("train", "valid", "test")}
         sidecar = write_packed(
             splits,

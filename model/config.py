@@ -51,6 +51,28 @@ PRESETS: dict[str, TrainConfig] = {
         learning_rate=1e-3,
         direct=True,
     ),
+    # Grey levels, not bits: 17 levels (0..16) per pixel, each an ordinal dimension (a mixture of
+    # 5 discretized logistics).
+    "digits-levels": TrainConfig(
+        source="digits-levels",
+        hidden_sizes=[500],
+        num_masks=8,
+        epochs=100,
+        batch_size=50,
+        learning_rate=3e-3,
+        direct=True,
+        patience=100,
+    ),
+    # Fashion-MNIST at 8 bits: 256 levels per pixel.
+    "fashion-mnist-8bit": TrainConfig(
+        source="fashion-mnist-8bit",
+        hidden_sizes=[500],
+        num_masks=8,
+        epochs=20,
+        batch_size=100,
+        learning_rate=1e-3,
+        direct=True,
+    ),
     # The K=1 single-ordering baseline the ensemble is compared against.
     "fashion-mnist-single": TrainConfig(
         source="fashion-mnist",

@@ -29,6 +29,7 @@ from service.contract import artifact, conformal, parity
 from service.contract.masks import MaskPool
 from service.contract.mixture import product_log_unnormalised
 from service.contract.sampler import MemberNet, Sampler, member_nets
+from service.contract.schema_sampler import SchemaSampler
 
 PARITY_ROWS = 256  # of each kind: real, sampled, random
 CALIBRATION_BATCH = 1024  # rows per onnxruntime call while scoring the calibration rows
@@ -53,30 +54,34 @@ def trained_weights(trained: TrainedModel) -> Weights:
 
 
 def onnx_model(trained: TrainedModel) -> onnx.ModelProto:
-    return build_graph(trained.model.pool, *trained_weights(trained))
+    return build_graph(trained.model.pool, *trained_weights(trained), trained.model.schema)
 
 
 def trained_nets(trained: TrainedModel) -> list[MemberNet]:
     """The members' masked weights, as the service reads them from the graph."""
-    return member_nets(trained.model.pool, *trained_weights(trained))
+    return member_nets(trained.model.pool, *trained_weights(trained), trained.model.schema)
+
+
+def trained_sampler(trained: TrainedModel) -> Sampler | SchemaSampler:
+    nets = trained_nets(trained)
+    schema = trained.model.schema
+    return Sampler(nets) if schema is None else SchemaSampler(nets, schema)
 
 
 def parity_inputs(trained: TrainedModel, valid: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
-    """Real validation rows (from ``valid``), the members' own samples and random rows of every
-    density, by kind, each [N, D] float32: random rows score far below real ones under a sharp
-    model."""
+    """Real validation rows (from ``valid``), the members' own samples and random rows
+    (``service.contract.parity.random_rows``), by kind, each [N, D] float32."""
     rng = np.random.default_rng(seed)
     dim, k = trained.model.dim, trained.model.num_members
     members = np.repeat(np.arange(k), math.ceil(PARITY_ROWS / k))
     nothing_given = np.full((len(members), dim), np.nan, dtype=np.float32)
-    sampled, _ = Sampler(trained_nets(trained)).draw(
+    sampled, _ = trained_sampler(trained).draw(
         members, nothing_given, rng.random(nothing_given.shape)
     )
-    density = rng.random((PARITY_ROWS, 1))
     return {
         "real": valid[rng.permutation(len(valid))[:PARITY_ROWS]],
         "sampled": sampled,
-        "random": (rng.random((PARITY_ROWS, dim)) < density).astype(np.float32),
+        "random": parity.random_rows(trained.model.schema, PARITY_ROWS, dim, rng),
     }
 
 
@@ -96,7 +101,7 @@ def check_parity(trained: TrainedModel, model_bytes: bytes, rows: dict[str, np.n
             raise ExportError("onnxruntime produced non-finite log-likelihoods")
         with torch.no_grad():
             torch_lp = member_log_probs(trained.model.cpu(), x)
-        reference = parity.reference_log_probs(nets, x)
+        reference = parity.reference_log_probs(nets, x, trained.model.schema)
         for side, values in (("onnxruntime", onnx_lp), ("torch", torch_lp)):
             gap = parity.worst_gap(values, reference)
             if not gap.within:
@@ -120,11 +125,16 @@ def build_manifest(trained: TrainedModel, onnx_path: Path) -> artifact.Manifest:
         for order in pool.orderings
     ]
     hidden = "-".join(map(str, config.hidden_sizes)) or "none"
+    schema = trained.model.schema
     return artifact.Manifest(
+        schema_version=artifact.BINARY_SCHEMA_VERSION
+        if schema is None
+        else artifact.SCHEMA_VERSION,
         name=f"made-{data.source}-k{pool.num_members}-h{hidden}",
         package_version=version("made-serve"),
         created_at=datetime.now(UTC),
         dim=pool.dim,
+        dimensions=None if schema is None else list(schema.dimensions),
         image_shape=tuple(data.image_shape) if data.image_shape else None,
         hidden_sizes=list(config.hidden_sizes),
         direct_connections=config.direct,
@@ -160,7 +170,9 @@ def prune_members(trained: TrainedModel) -> TrainedModel:
     pool = trained.model.pool
     kept = MaskPool(pool.orderings[keep], tuple(h[keep] for h in pool.hidden_degrees))
     made = trained.model
-    model = MADE(made.dim, made.hidden_sizes, kept, direct=made.direct is not None)
+    model = MADE(
+        made.dim, made.hidden_sizes, kept, direct=made.direct is not None, schema=made.schema
+    )
     model.load_state_dict(made.state_dict())
     report = trained.report
     mixture_weights = (weights[keep] / weights[keep].sum()).tolist()
@@ -224,7 +236,7 @@ def calibrate(
         log_likelihoods["product"] = (
             product_log_unnormalised(per_member, members.weights) - normaliser.log_z
         )
-    complexity = conformal.compressed_nats(rows)
+    complexity = conformal.compressed_nats(rows, members.max_level)
     scores = {
         combination: {
             "log_likelihood": np.sort(values).tolist(),

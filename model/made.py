@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.families import SchemaHead
 from service.contract.masks import MaskPool
+from service.contract.schema import Schema
 
 
 class MaskedLinear(nn.Linear):
@@ -21,32 +23,50 @@ class MaskedLinear(nn.Linear):
 
 
 class MADE(nn.Module):
-    """Bernoulli MADE: ``forward(x, k)`` gives the logits of p_k(x_d = 1 | x_<d) under member k.
+    """MADE: ``forward(x, k)`` gives member k's output units for rows x.
 
-    dim: D, the number of binary inputs.
+    Binary (no schema): the logits of p_k(x_d = 1 | x_<d), one per dimension. With a schema,
+    x holds each dimension's level and the output holds each dimension's parameters
+    (``service.contract.schema``).
+
+    dim: D, the number of dimensions.
     hidden_sizes: widths of the ReLU hidden layers (any number, possibly none).
     pool: the K orderings and hidden degrees; masks are derived from them.
     direct: add masked direct input-to-output connections.
+    schema: the dimensions' families; None for binary data.
     """
 
-    def __init__(self, dim: int, hidden_sizes: list[int], pool: MaskPool, direct: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        hidden_sizes: list[int],
+        pool: MaskPool,
+        direct: bool = False,
+        schema: Schema | None = None,
+    ):
         super().__init__()
         if pool.dim != dim or len(pool.hidden_degrees) != len(hidden_sizes):
             raise ValueError("mask pool does not match the network's dimension or depth")
+        if schema is not None and schema.dim != dim:
+            raise ValueError(f"the schema has {schema.dim} dimensions, the network {dim}")
         self.dim = dim
         self.hidden_sizes = list(hidden_sizes)
         self.pool = pool
-        member_masks = [pool.layer_masks(k) for k in range(pool.num_members)]
-        sizes = [dim, *hidden_sizes, dim]
+        self.schema = schema
+        self.head = SchemaHead(schema) if schema is not None else None
+        member_masks = [pool.layer_masks(k, schema) for k in range(pool.num_members)]
+        inputs = schema.input_units if schema else dim
+        outputs = schema.output_units if schema else dim
+        sizes = [inputs, *hidden_sizes, outputs]
         self.layers = nn.ModuleList(
             MaskedLinear(sizes[i], sizes[i + 1], np.stack([m[i] for m in member_masks]))
             for i in range(len(sizes) - 1)
         )
         self.direct = (
             MaskedLinear(
-                dim,
-                dim,
-                np.stack([pool.direct_mask(k) for k in range(pool.num_members)]),
+                inputs,
+                outputs,
+                np.stack([pool.direct_mask(k, schema) for k in range(pool.num_members)]),
                 bias=False,
             )
             if direct
@@ -58,18 +78,26 @@ class MADE(nn.Module):
         return self.pool.num_members
 
     def forward(self, x: torch.Tensor, member: int) -> torch.Tensor:
-        """x: [B, D] float in {0,1} -> logits [B, D]."""
-        h = x
+        """x: [B, D] float (0/1, or levels with a schema) -> output units [B, U]."""
+        inputs = x if self.head is None else self.head.encode(x)
+        h = inputs
         for layer in self.layers[:-1]:
             h = torch.relu(layer(h, member))
         logits = self.layers[-1](h, member)
         if self.direct is not None:
-            logits = logits + self.direct(x, member)
+            logits = logits + self.direct(inputs, member)
         return logits
+
+    def log_prob_from(self, outputs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """[B] log p(x) in nats of rows x under one member's output units [B, U] (the trainer
+        computes those itself, through DistributedDataParallel's forward)."""
+        if self.head is None:
+            return log_prob_of(outputs, x)
+        return self.head.log_terms(outputs, x).sum(dim=1)
 
     def log_prob(self, x: torch.Tensor, member: int) -> torch.Tensor:
         """[B] log p_k(x) in nats."""
-        return log_prob_of(self(x, member), x)
+        return self.log_prob_from(self(x, member), x)
 
     def member_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """[B, K] log p_k(x) for every member."""
@@ -77,6 +105,5 @@ class MADE(nn.Module):
 
 
 def log_prob_of(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """[B] log p(x) in nats of rows ``x`` under the Bernoulli ``logits`` [B, D] of one member
-    (the trainer computes the logits itself, through DistributedDataParallel's forward)."""
+    """[B] log p(x) in nats of binary rows ``x`` under the Bernoulli ``logits`` [B, D]."""
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=1)

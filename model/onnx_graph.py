@@ -19,8 +19,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from model.schema_graph import schema_log_prob, unit_layout
 from service.contract import artifact
 from service.contract.masks import MaskPool
+from service.contract.schema import Schema
 
 OPSET = 17
 MAX_CHUNK = 64  # sigmoid(|z|) >= 1/2, so a product of 64 of them is >= 2^-64
@@ -44,8 +46,13 @@ def build_graph(
     weights: list[np.ndarray],
     biases: list[np.ndarray],
     direct_weight: np.ndarray | None,
+    schema: Schema | None = None,
 ) -> onnx.ModelProto:
-    """weights[l]: [out, in] float32 for every hidden layer and then the output layer."""
+    """weights[l]: [out, in] float32 for every hidden layer and then the output layer.
+
+    Binary (no schema): outputs ``log_prob`` and ``logits``. With a schema the graph reads levels,
+    encodes them (``schema_graph``) and outputs ``log_prob`` and ``params``.
+    """
     dim, k = pool.dim, pool.num_members
     inits: list[onnx.TensorProto] = [
         numpy_helper.from_array(pool.input_degrees(), artifact.INIT_INPUT_DEGREES)
@@ -92,7 +99,7 @@ def build_graph(
         )
         shape = f"{weight_kout_in}_b_k_out"
         inits.append(numpy_helper.from_array(np.array([0, k, out], dtype=np.int64), shape))
-        product = node("MatMul", ["x", side_by_side], f"{weight_kout_in}_x")
+        product = node("MatMul", [network_input, side_by_side], f"{weight_kout_in}_x")
         per_member = node("Reshape", [product, shape], f"{weight_kout_in}_bko")
         return node("Transpose", [per_member], f"{weight_kout_in}_kbo", perm=[1, 0, 2])
 
@@ -103,9 +110,20 @@ def build_graph(
         w_t = node("Transpose", [weight_kout_in], f"{weight_kout_in}_t", perm=[0, 2, 1])
         return node("MatMul", [hidden, w_t], f"{weight_kout_in}_h")
 
-    inits.append(numpy_helper.from_array(np.array([dim, -1], dtype=np.int64), "d_k_out"))
+    if schema is None:
+        network_input, in_deg, out_deg, in_units, out_units = (
+            artifact.INPUT_X,
+            artifact.INIT_INPUT_DEGREES,
+            artifact.INIT_INPUT_DEGREES,
+            dim,
+            dim,
+        )
+    else:
+        network_input, in_deg, out_deg = unit_layout(schema, node, inits)
+        in_units, out_units = schema.input_units, schema.output_units
+    inits.append(numpy_helper.from_array(np.array([in_units, -1], dtype=np.int64), "d_k_out"))
     hidden: str | None = None
-    previous_deg = artifact.INIT_INPUT_DEGREES
+    previous_deg = in_deg
     num_hidden = len(pool.hidden_degrees)
     for layer in range(num_hidden):
         deg_name = artifact.INIT_HIDDEN_DEGREES.format(layer=layer)
@@ -117,17 +135,22 @@ def build_graph(
         hidden = node("Relu", [node("Add", [pre, b_name], f"pre_bias_{layer}")], f"hidden_{layer}")
         previous_deg = deg_name
 
-    w_out = masked_weight(num_hidden, artifact.INIT_INPUT_DEGREES, previous_deg, "Greater")
+    w_out = masked_weight(num_hidden, out_deg, previous_deg, "Greater")
     b_out = artifact.INIT_BIAS.format(layer=num_hidden)
     inits.append(numpy_helper.from_array(biases[num_hidden].astype(np.float32), b_out))
-    logits_kbd = node("Add", [apply(w_out, hidden, dim), b_out], "out_logits")
+    logits_kbd = node("Add", [apply(w_out, hidden, out_units), b_out], "out_logits")
     if direct_weight is not None:
         inits.append(
             numpy_helper.from_array(direct_weight.astype(np.float32), artifact.INIT_DIRECT)
         )
-        d_deg = artifact.INIT_INPUT_DEGREES
-        direct = from_x(masked(artifact.INIT_DIRECT, d_deg, d_deg, "Greater"), dim)
+        direct = from_x(masked(artifact.INIT_DIRECT, out_deg, in_deg, "Greater"), out_units)
         logits_kbd = node("Add", [logits_kbd, direct], "all_logits")
+
+    if schema is not None:
+        node("Transpose", [logits_kbd], artifact.OUTPUT_PARAMS, perm=[1, 0, 2])
+        per_member = schema_log_prob(schema, logits_kbd, node, inits)
+        node("Transpose", [per_member], artifact.OUTPUT_LOG_PROB, perm=[1, 0])
+        return _model(nodes, inits, dim, k, artifact.OUTPUT_PARAMS, out_units)
 
     node("Transpose", [logits_kbd], artifact.OUTPUT_LOGITS, perm=[1, 0, 2])
     # log p(x_d | x_<d) = log sigmoid(z) with z = (2 x - 1) * logit, and log sigmoid(z) =
@@ -163,7 +186,21 @@ def build_graph(
     )
     per_member = node("ReduceSum", [chunk_totals, "axis2"], "log_prob_kb", keepdims=0)
     node("Transpose", [per_member], artifact.OUTPUT_LOG_PROB, perm=[1, 0])
+    return _model(nodes, inits, dim, k, artifact.OUTPUT_LOGITS, dim)
 
+
+def _model(
+    nodes: list[onnx.NodeProto],
+    inits: list[onnx.TensorProto],
+    dim: int,
+    k: int,
+    units_output: str,
+    units: int,
+) -> onnx.ModelProto:
+    """The checked model: x [B, D] in; log_prob [B, K] and the output units [B, K, U] out.
+    Initializers no node reads (the binary reduction's constants in a schema graph) are dropped."""
+    read = {name for n in nodes for name in n.input}
+    inits = [init for init in inits if init.name in read]
     graph = helper.make_graph(
         nodes,
         "made_ensemble",
@@ -172,9 +209,7 @@ def build_graph(
             helper.make_tensor_value_info(
                 artifact.OUTPUT_LOG_PROB, TensorProto.FLOAT, ["batch", k]
             ),
-            helper.make_tensor_value_info(
-                artifact.OUTPUT_LOGITS, TensorProto.FLOAT, ["batch", k, dim]
-            ),
+            helper.make_tensor_value_info(units_output, TensorProto.FLOAT, ["batch", k, units]),
         ],
         initializer=inits,
     )

@@ -15,16 +15,18 @@ from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import TypeAdapter
 from tqdm import tqdm
 
 from model.config import TrainConfig
 from model.data import Dataset, hold_out_calibration, load_dataset
 from model.distributed import Distributed
-from model.made import MADE, log_prob_of
+from model.made import MADE
 from model.rows import Rows
 from service.contract.artifact import DataInfo, SplitMetrics
 from service.contract.masks import MaskPool, draw_pool
 from service.contract.mixture import fit_em_weights, mixture_log_prob
+from service.contract.schema import Dimension, Schema
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,19 @@ class DatasetInfo:
     binarization: str
     image_shape: list[int] | None
     split_sizes: dict[str, int]
+    # Each dimension's family (``service.contract.schema``) as JSON; None: every one is 0/1.
+    dimensions: list[dict] | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        report = asdict(self)
+        if self.dimensions is None:  # binary runs' model.pt stays as it was
+            del report["dimensions"]
+        return report
+
+    def schema(self) -> Schema | None:
+        if self.dimensions is None:
+            return None
+        return Schema(TypeAdapter(list[Dimension]).validate_python(self.dimensions))
 
     def data_info(self) -> DataInfo:
         return DataInfo(
@@ -153,11 +165,13 @@ def member_log_probs(model: MADE, rows: Rows, batch_size: int = 2000) -> np.ndar
     return torch.cat(chunks).double().numpy()
 
 
-def build_model(config: TrainConfig, dim: int, pool: MaskPool | None = None) -> MADE:
+def build_model(
+    config: TrainConfig, dim: int, pool: MaskPool | None = None, schema: Schema | None = None
+) -> MADE:
     pool = pool or draw_pool(
         config.num_masks, dim, config.hidden_sizes, config.ordering, config.seed
     )
-    return MADE(dim, config.hidden_sizes, pool, direct=config.direct)
+    return MADE(dim, config.hidden_sizes, pool, direct=config.direct, schema=schema)
 
 
 def pool_to_state(pool: MaskPool) -> dict[str, object]:
@@ -191,6 +205,9 @@ def dataset_info(data: Dataset) -> DatasetInfo:
         binarization=data.binarization,
         image_shape=list(data.image_shape) if data.image_shape else None,
         split_sizes=data.split_sizes(),
+        dimensions=None
+        if data.schema is None
+        else [d.model_dump(exclude_none=True) for d in data.schema.dimensions],
     )
 
 
@@ -270,7 +287,7 @@ class Trainer:
         self.device = self.dist.device
         self.data = training_data(config)
         torch.manual_seed(config.seed)
-        self.model = build_model(config, self.data.dim).to(self.device)
+        self.model = build_model(config, self.data.dim, schema=self.data.schema).to(self.device)
         self.trained_module = self.dist.wrap(self.model)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -349,7 +366,7 @@ class Trainer:
         """
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
             logits = self.trained_module(x, member)
-        nll = -log_prob_of(logits.float(), x)
+        nll = -self.model.log_prob_from(logits.float(), x)
         if self.dist.world_size == 1:
             return nll.mean()
         return nll.sum() * (self.dist.world_size / batch_rows)
@@ -393,6 +410,12 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             sizes = ", ".join(f"{split} {n:,}" for split, n in self.data.split_sizes().items())
             log.info("%s rows of D=%d: %s", self.data.name, self.data.dim, sizes)
+            if self.data.schema is not None:
+                log.info(
+                    "schema (%s): %s",
+                    self.data.schema_origin or "the source's",
+                    self.data.schema.describe(),
+                )
         while self.epoch < self.config.epochs and self.epochs_since_best < self.config.patience:
             started = time.perf_counter()
             train_nll = self._train_epoch()
@@ -482,13 +505,16 @@ def load_trained(path: Path) -> TrainedModel:
     state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
     # Runs from before calibration held nothing out: their validation rows all shaped the model.
     config = TrainConfig(**{"calibration_fraction": 0.0, **state["config"]})
-    model = build_model(config, state["pool"]["orderings"].shape[1], pool_from_state(state["pool"]))
+    info = DatasetInfo(**state["dataset"])
+    model = build_model(
+        config, state["pool"]["orderings"].shape[1], pool_from_state(state["pool"]), info.schema()
+    )
     model.load_state_dict(state["model"])
     # model.pt holds plain dicts (weights_only loading), so runs trained before the typed report
     # load unchanged.
     return TrainedModel(
         config,
         model.eval(),
-        DatasetInfo(**state["dataset"]),
+        info,
         TrainingReport.from_dict(state["report"]),
     )

@@ -59,7 +59,7 @@ class LogLikelihood:
 
 @dataclass(frozen=True)
 class Completions:
-    completions: np.ndarray  # [B, n, D] uint8
+    completions: np.ndarray  # [B, n, D] uint8 (uint16 for levels past 255)
     method: tuple[str, ...]  # [B]
     effective_sample_size: np.ndarray  # [B], NaN where exact
     seed: int
@@ -69,19 +69,36 @@ class Completions:
 
 @dataclass(frozen=True)
 class Samples:
-    samples: np.ndarray  # [n, D] uint8
+    samples: np.ndarray  # [n, D] uint8 (uint16 for levels past 255)
     seed: int
 
 
 def encode_rows(inputs: ArrayLike) -> list:
-    """Rows to JSON lists: 0/1 become ints, NaN becomes null, anything else is left for the
-    server to refuse (so a 0.5 is reported, not silently rounded)."""
-    array = np.asarray(inputs, dtype=np.float64)
-    cells = array.astype(object)
-    binary = (array == 0) | (array == 1)
-    cells[binary] = array[binary].astype(np.int64)
-    cells[np.isnan(array)] = None
+    """Rows to JSON lists: whole numbers (0/1, or a schema model's levels) become ints, NaN
+    becomes null, anything else is left for the server to refuse (so a 0.5 is reported, not
+    silently rounded). Strings (a labelled categorical's labels) are sent as they are."""
+    cells = np.asarray(inputs, dtype=object)
+    labels = np.vectorize(lambda cell: isinstance(cell, str), otypes=[bool])(cells)
+    numbers = np.where(labels | np.equal(cells, None), np.nan, cells).astype(np.float64)
+    cells = _numbers_to_json(numbers)
+    cells[labels] = np.asarray(inputs, dtype=object)[labels]
     return cells.tolist()
+
+
+def _numbers_to_json(array: np.ndarray) -> np.ndarray:
+    """An object array of ints for whole numbers, None for NaN, floats otherwise."""
+    cells = array.astype(object)
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(array) & (array == np.round(array))
+    cells[whole] = array[whole].astype(np.int64)
+    cells[np.isnan(array)] = None
+    return cells
+
+
+def _levels(values: list) -> np.ndarray:
+    """Answered rows as the smallest unsigned type that holds them (uint8 for 0/1 and 8 bits)."""
+    array = np.asarray(values, dtype=np.int64)
+    return array.astype(np.uint8 if array.size == 0 or array.max() <= 255 else np.uint16)
 
 
 def _body(**fields: Any) -> dict[str, Any]:
@@ -146,7 +163,7 @@ def _log_likelihood(data: dict[str, Any]) -> LogLikelihood:
 
 def _completions(data: dict[str, Any]) -> Completions:
     return Completions(
-        completions=np.asarray(data["completions"], dtype=np.uint8),
+        completions=_levels(data["completions"]),
         method=tuple(data["method"]),
         effective_sample_size=_sizes(data["effective_sample_size"]),
         seed=data["seed"],
@@ -156,7 +173,7 @@ def _completions(data: dict[str, Any]) -> Completions:
 
 
 def _samples(data: dict[str, Any]) -> Samples:
-    return Samples(np.asarray(data["samples"], dtype=np.uint8), data["seed"])
+    return Samples(_levels(data["samples"]), data["seed"])
 
 
 def _checked(response: httpx.Response) -> httpx.Response:

@@ -77,7 +77,7 @@ def test_seed_makes_runs_reproducible(tmp_path):
 
 
 def test_bad_data_is_an_error_not_a_crash(tmp_path, capsys):
-    (tmp_path / "rows.csv").write_text("0,3\n1,0\n")
+    (tmp_path / "rows.csv").write_text("0,0.5\n1,0\n")
     code = train_main(
         [
             "--out",
@@ -90,4 +90,4 @@ def test_bad_data_is_an_error_not_a_crash(tmp_path, capsys):
         ]
     )
     assert code == 2
-    assert "values must be 0 or 1" in capsys.readouterr().err
+    assert "without a schema file, values must be 0 or 1" in capsys.readouterr().err

@@ -81,7 +81,11 @@ GOOD = [[0, 1], [1, 0]]
 @pytest.mark.parametrize(
     ("splits", "message"),
     [
-        (dict(train=[[0, 2], [1, 0]], valid=GOOD, test=GOOD), "values must be 0 or 1, found 2.0"),
+        # Integers past 1 are levels (an inferred ordinal column), a fraction is nothing.
+        (
+            dict(train=[[0, 0.5], [1, 0]], valid=GOOD, test=GOOD),
+            r"train\.npy: row 0, column 1: found 0\.5; without a schema file, values must be 0",
+        ),
         (dict(train=[[0, 0.5]], valid=GOOD, test=GOOD), "found 0.5"),
         (dict(train=[[0, np.nan]], valid=GOOD, test=GOOD), "NaN"),
         (dict(train=np.zeros((0, 2)), valid=GOOD, test=GOOD), "empty"),

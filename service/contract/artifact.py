@@ -17,8 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from service.contract.masks import OrderingMode
 from service.contract.mixture import Combination
+from service.contract.schema import Dimension, Schema
 
-SCHEMA_VERSION = 1
+# Version 1: every dimension is a Bernoulli (no ``dimensions``). Version 2: ``dimensions`` gives
+# each dimension's family. Binary models are still written as version 1, so their artifacts and
+# answers stay as they were.
+SCHEMA_VERSION = 2
+BINARY_SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
 WEIGHTS_SUM_TOLERANCE = 1e-6
@@ -27,6 +32,7 @@ WEIGHTS_SUM_TOLERANCE = 1e-6
 INPUT_X = "x"  # [B, D] float32 in {0, 1}
 OUTPUT_LOG_PROB = "log_prob"  # [B, K] float32, log p_k(x) in nats
 OUTPUT_LOGITS = "logits"  # [B, K, D] float32, logit of p_k(x_d = 1 | x_<d)
+OUTPUT_PARAMS = "params"  # [B, K, U] float32, every dimension's output units (schema models)
 INIT_INPUT_DEGREES = "input_degrees"  # [K, D] int64
 INIT_HIDDEN_DEGREES = "hidden_degrees_{layer}"  # [K, H_l] int64
 INIT_WEIGHT = "weight_{layer}"  # [out, in] float32; the last layer is the output layer
@@ -131,11 +137,15 @@ class Calibration(_Strict):
 
 
 class Manifest(_Strict):
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = BINARY_SCHEMA_VERSION
     name: str
     package_version: str
     created_at: datetime
     dim: int = Field(ge=2)
+    dimensions: list[Dimension] | None = Field(
+        default=None,
+        description="Each dimension's family (schema version 2); absent: every one is 0/1.",
+    )
     image_shape: tuple[int, int] | None = None
     hidden_sizes: list[Annotated[int, Field(ge=1)]]
     direct_connections: bool
@@ -162,13 +172,25 @@ class Manifest(_Strict):
     def num_members(self) -> int:
         return len(self.members)
 
+    def schema(self) -> Schema | None:
+        """The dimensions' schema; None for a binary (version 1) model."""
+        return None if self.dimensions is None else Schema(self.dimensions)
+
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":
-        if self.schema_version != SCHEMA_VERSION:
+        if self.schema_version not in (BINARY_SCHEMA_VERSION, SCHEMA_VERSION):
             raise ValueError(
                 f"schema_version {self.schema_version} is not supported (this build reads "
-                f"{SCHEMA_VERSION})"
+                f"{BINARY_SCHEMA_VERSION} and {SCHEMA_VERSION})"
             )
+        if (self.schema_version == SCHEMA_VERSION) != (self.dimensions is not None):
+            raise ValueError(
+                "dimensions: schema_version 2 needs dimensions, version 1 has none"
+                if self.dimensions is None
+                else "dimensions: only schema_version 2 has dimensions"
+            )
+        if self.dimensions is not None and len(self.dimensions) != self.dim:
+            raise ValueError(f"dimensions has {len(self.dimensions)} entries for D={self.dim}")
         if not self.members:
             raise ValueError("members: at least one member is required")
         natural = list(range(self.dim))

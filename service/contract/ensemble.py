@@ -18,6 +18,8 @@ from service.contract.bernoulli import bernoulli_log_prob
 from service.contract.masks import input_degrees
 from service.contract.mixture import Method, mixture_log_prob, responsibilities
 from service.contract.sampler import MemberNet, Sampler
+from service.contract.schema import Schema
+from service.contract.schema_sampler import SchemaSampler
 
 SET_GROWTH_MARGIN = 1.1  # a growing particle set aims this far past its target ESS
 
@@ -47,19 +49,19 @@ class Completion:
     particles_capped: list[bool]  # [B] the set hit max_particles with its ESS still below n
 
 
-def log_terms(rows: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    """[B, K, D] log p_k(x_d | x_<d) from rows [B, D] and logits [B, K, D]."""
-    return bernoulli_log_prob(rows[:, None, :], logits)
-
-
 class Ensemble(ABC):
     """Members' nets (for the sampler) and mixture weights; a subclass runs the members' forward
-    pass on its runtime."""
+    pass on its runtime. ``schema`` None: every dimension is 0/1."""
 
-    def __init__(self, nets: list[MemberNet], weights: Sequence[float]):
+    def __init__(
+        self, nets: list[MemberNet], weights: Sequence[float], schema: Schema | None = None
+    ):
         self.num_members = len(nets)
         self.positions = np.stack([input_degrees(net.ordering) - 1 for net in nets])  # [K, D]
-        self.sampler = Sampler(nets)
+        self.schema = schema
+        self.sampler = Sampler(nets) if schema is None else SchemaSampler(nets, schema)
+        # The highest level of any dimension: 1 for binary models.
+        self.max_level = 1 if schema is None else int(schema.levels.max()) - 1
         self.dim = self.sampler.dim
         weights = np.asarray(weights, dtype=np.float64)
         # The manifest's sum is within 1e-6 of 1; numpy's choice wants 1e-8.
@@ -68,7 +70,14 @@ class Ensemble(ABC):
 
     @abstractmethod
     def forward(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """rows [B, D] -> member log-likelihoods [B, K] float64 and logits [B, K, D] float32."""
+        """rows [B, D] -> member log-likelihoods [B, K] float64 and output units [B, K, U]
+        float32 (logits [B, K, D] for a binary model)."""
+
+    def log_terms(self, rows: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+        """[B, K, D] log p_k(x_d | x_<d) from rows [B, D] and the output units [B, K, U]."""
+        if self.schema is None:
+            return bernoulli_log_prob(rows[:, None, :], outputs)
+        return self.schema.log_terms(outputs, rows[:, None, :])
 
     def mixture(self, per_member: np.ndarray) -> np.ndarray:
         """[B, K] member log-likelihoods -> [B] mixture log-likelihood."""
@@ -90,7 +99,7 @@ class Ensemble(ABC):
         """[K] log p_k(x_observed) assuming the observed set is a prefix of every member used."""
         filled = np.where(observed, row, 0.0).astype(np.float32)[None, :]
         _, logits = self.forward(filled)
-        return log_terms(filled, logits)[0][:, observed].sum(axis=1)
+        return self.log_terms(filled, logits)[0][:, observed].sum(axis=1)
 
     def _particles(
         self, row: np.ndarray, num_particles: int, rng: np.random.Generator

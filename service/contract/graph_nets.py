@@ -11,7 +11,10 @@ from service.contract.artifact import ArtifactError, Manifest
 from service.contract.masks import MaskPool, input_degrees
 from service.contract.sampler import MemberNet, member_nets
 
-GRAPH_OUTPUTS = (artifact.OUTPUT_LOG_PROB, artifact.OUTPUT_LOGITS)
+
+def units_output(manifest: Manifest) -> str:
+    """The graph's output of member output units: logits for a binary model, else params."""
+    return artifact.OUTPUT_LOGITS if manifest.dimensions is None else artifact.OUTPUT_PARAMS
 
 
 def member_nets_from_graph(model: onnx.ModelProto, manifest: Manifest) -> list[MemberNet]:
@@ -19,10 +22,11 @@ def member_nets_from_graph(model: onnx.ModelProto, manifest: Manifest) -> list[M
     its inputs and outputs, D, K, hidden sizes, direct connections, opset and degrees."""
     inputs = [i.name for i in model.graph.input]
     outputs = sorted(o.name for o in model.graph.output)
-    if inputs != [artifact.INPUT_X] or outputs != sorted(GRAPH_OUTPUTS):
+    expected = sorted((artifact.OUTPUT_LOG_PROB, units_output(manifest)))
+    if inputs != [artifact.INPUT_X] or outputs != expected:
         raise ArtifactError(
-            f"model.onnx reads {inputs} and writes {outputs}; an artifact's graph reads "
-            f"{[artifact.INPUT_X]} and writes {sorted(GRAPH_OUTPUTS)}"
+            f"model.onnx reads {inputs} and writes {outputs}; this artifact's graph reads "
+            f"{[artifact.INPUT_X]} and writes {expected}"
         )
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     degrees = inits.get(artifact.INIT_INPUT_DEGREES, np.zeros((0, 0), np.int64))
@@ -75,13 +79,16 @@ def member_nets_from_graph(model: onnx.ModelProto, manifest: Manifest) -> list[M
         [inits[artifact.INIT_WEIGHT.format(layer=i)] for i in range(layers)],
         [inits[artifact.INIT_BIAS.format(layer=i)] for i in range(layers)],
         inits.get(artifact.INIT_DIRECT),
+        manifest.schema(),
     )
 
 
 def initializer_shapes(manifest: Manifest) -> dict[str, tuple[int, ...]]:
     """The shape of every weight, bias and degree initializer the manifest's network needs."""
     k, dim = manifest.num_members, manifest.dim
-    sizes = [dim, *manifest.hidden_sizes, dim]
+    schema = manifest.schema()
+    inputs, outputs = (dim, dim) if schema is None else (schema.input_units, schema.output_units)
+    sizes = [inputs, *manifest.hidden_sizes, outputs]
     shapes: dict[str, tuple[int, ...]] = {artifact.INIT_INPUT_DEGREES: (k, dim)}
     for layer, width in enumerate(manifest.hidden_sizes):
         shapes[artifact.INIT_HIDDEN_DEGREES.format(layer=layer)] = (k, width)
@@ -89,5 +96,5 @@ def initializer_shapes(manifest: Manifest) -> dict[str, tuple[int, ...]]:
         shapes[artifact.INIT_WEIGHT.format(layer=layer)] = (sizes[layer + 1], sizes[layer])
         shapes[artifact.INIT_BIAS.format(layer=layer)] = (sizes[layer + 1],)
     if manifest.direct_connections:
-        shapes[artifact.INIT_DIRECT] = (dim, dim)
+        shapes[artifact.INIT_DIRECT] = (outputs, inputs)
     return shapes

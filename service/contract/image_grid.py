@@ -1,5 +1,5 @@
-"""PNG grids of binary images, so a person can look at samples and completions (served by
-/v1 and drawn by the study)."""
+"""PNG grids of binary or grey-level images, so a person can look at samples and completions
+(served by /v1 and drawn by the study)."""
 
 import io
 
@@ -10,8 +10,14 @@ SCALE = 4  # screen pixels per model pixel
 GAP = 1  # model pixels between tiles
 
 
-def grid_png(images: np.ndarray, image_shape: tuple[int, int], columns: int | None = None) -> bytes:
-    """images: [N, D] in {0, 1} -> one PNG with the N images tiled, on pixels white."""
+def grid_png(
+    images: np.ndarray,
+    image_shape: tuple[int, int],
+    columns: int | None = None,
+    max_level: int = 1,
+) -> bytes:
+    """images: [N, D] levels 0..max_level (0/1 by default) -> one PNG with the N images tiled,
+    the top level white."""
     height, width = image_shape
     count = len(images)
     columns = columns or max(1, min(count, int(np.ceil(np.sqrt(count)))))
@@ -22,7 +28,8 @@ def grid_png(images: np.ndarray, image_shape: tuple[int, int], columns: int | No
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
         top, left = GAP + r * (height + GAP), GAP + c * (width + GAP)
-        canvas[top : top + height, left : left + width] = image.reshape(height, width) * 255
+        grey = np.rint(image.reshape(height, width) * (255 / max_level))
+        canvas[top : top + height, left : left + width] = grey
     picture = Image.fromarray(canvas).resize(
         (canvas.shape[1] * SCALE, canvas.shape[0] * SCALE), Image.Resampling.NEAREST
     )

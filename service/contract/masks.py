@@ -8,9 +8,12 @@ construction.
 
 import itertools
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from service.contract.schema import Schema
 
 OrderingMode = Literal["random", "natural", "natural-first"]
 
@@ -38,17 +41,29 @@ class MaskPool:
         """[K, D] int: degree of each input dimension (its 1-based position) for every member."""
         return np.stack([input_degrees(order) for order in self.orderings])
 
-    def layer_masks(self, member: int) -> list[np.ndarray]:
-        """Binary masks [out, in] of every hidden layer, then of the output layer, of one member."""
-        degrees = [self.input_degrees()[member]] + [h[member] for h in self.hidden_degrees]
+    def layer_masks(self, member: int, schema: "Schema | None" = None) -> list[np.ndarray]:
+        """Binary masks [out, in] of every hidden layer, then of the output layer, of one member.
+
+        With a schema, a dimension's input units and output units all carry its degree, so a
+        dimension of several units stays autoregressive; without one, one unit per dimension.
+        """
+        inputs, outputs = unit_degrees(input_degrees(self.orderings[member]), schema)
+        degrees = [inputs] + [h[member] for h in self.hidden_degrees]
         masks = [hidden_mask(out, inp) for inp, out in itertools.pairwise(degrees)]
-        masks.append(output_mask(degrees[0], degrees[-1]))
+        masks.append(output_mask(outputs, degrees[-1]))
         return masks
 
-    def direct_mask(self, member: int) -> np.ndarray:
-        """[D, D] mask of direct input-to-output connections for one member."""
-        degrees = input_degrees(self.orderings[member])
-        return output_mask(degrees, degrees)
+    def direct_mask(self, member: int, schema: "Schema | None" = None) -> np.ndarray:
+        """[U, I] mask of direct input-to-output connections for one member ([D, D] binary)."""
+        inputs, outputs = unit_degrees(input_degrees(self.orderings[member]), schema)
+        return output_mask(outputs, inputs)
+
+
+def unit_degrees(degrees: np.ndarray, schema: "Schema | None") -> tuple[np.ndarray, np.ndarray]:
+    """(input unit degrees [I], output unit degrees [U]): each unit carries its dimension's."""
+    if schema is None:
+        return degrees, degrees
+    return degrees[schema.input_unit_dims], degrees[schema.output_unit_dims]
 
 
 def input_degrees(ordering: np.ndarray) -> np.ndarray:
@@ -72,7 +87,7 @@ def hidden_mask(out_degrees: np.ndarray, in_degrees: np.ndarray) -> np.ndarray:
 
 
 def output_mask(out_degrees: np.ndarray, in_degrees: np.ndarray) -> np.ndarray:
-    """[D, in] bool: output d sees only units of degree strictly below its position."""
+    """[out, in] bool: an output unit sees only units of degree strictly below its own."""
     return out_degrees[:, None] > in_degrees[None, :]
 
 

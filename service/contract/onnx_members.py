@@ -6,6 +6,7 @@ import onnxruntime as ort
 
 from service.contract import artifact
 from service.contract.ensemble import Ensemble
+from service.contract.graph_nets import units_output
 from service.contract.sampler import MemberNet
 
 
@@ -24,14 +25,15 @@ class OnnxMembers(Ensemble):
     def __init__(
         self, manifest: artifact.Manifest, session: ort.InferenceSession, nets: list[MemberNet]
     ):
-        super().__init__(nets, manifest.mixture_weights)
+        super().__init__(nets, manifest.mixture_weights, manifest.schema())
         self.manifest = manifest
         self.session = session
+        self.units_output = units_output(manifest)
 
     def forward(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """rows [B, D] -> member log-likelihoods [B, K] float64 and logits [B, K, D] float32."""
+        """rows [B, D] -> member log-likelihoods [B, K] float64 and output units [B, K, U]."""
         log_prob, logits = self.session.run(
-            [artifact.OUTPUT_LOG_PROB, artifact.OUTPUT_LOGITS], {artifact.INPUT_X: rows}
+            [artifact.OUTPUT_LOG_PROB, self.units_output], {artifact.INPUT_X: rows}
         )
         return log_prob.astype(np.float64), logits
 

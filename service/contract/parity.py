@@ -20,14 +20,18 @@ import numpy as np
 
 from service.contract.bernoulli import bernoulli_log_prob
 from service.contract.sampler import MemberNet
+from service.contract.schema import Schema
 
 ATOL = 1e-3  # nats
 RTOL = 1e-5  # of |log p_k(x)|
 
 
-def reference_log_probs(nets: Sequence[MemberNet], rows: np.ndarray) -> np.ndarray:
-    """rows [B, D] in {0, 1} -> [B, K] log p_k(x) in nats, every member's forward in float64."""
-    x = rows.astype(np.float64)
+def reference_log_probs(
+    nets: Sequence[MemberNet], rows: np.ndarray, schema: Schema | None = None
+) -> np.ndarray:
+    """rows [B, D] (0/1, or levels of the schema) -> [B, K] log p_k(x) in nats, every member's
+    forward in float64."""
+    x = rows.astype(np.float64) if schema is None else schema.encode(rows)
     out = np.empty((len(rows), len(nets)))
     for k, net in enumerate(nets):  # one member at a time: float64 copies of its weights only
         h = x
@@ -36,8 +40,22 @@ def reference_log_probs(nets: Sequence[MemberNet], rows: np.ndarray) -> np.ndarr
         logits = h @ net.out_weight.T.astype(np.float64) + net.out_bias
         if net.direct is not None:
             logits += x @ net.direct.T.astype(np.float64)
-        out[:, k] = bernoulli_log_prob(x, logits).sum(axis=1)
+        if schema is None:
+            out[:, k] = bernoulli_log_prob(x, logits).sum(axis=1)
+        else:
+            out[:, k] = schema.log_terms(logits, rows).sum(axis=1)
     return out
+
+
+def random_rows(
+    schema: Schema | None, count: int, dim: int, rng: np.random.Generator
+) -> np.ndarray:
+    """[count, D] float32 random rows: 0/1 of every density for a binary model (random rows score
+    far below real ones under a sharp model), uniform levels under a schema."""
+    if schema is not None:
+        return schema.random_rows(count, rng)
+    density = rng.random((count, 1))
+    return (rng.random((count, dim)) < density).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from threadpoolctl import ThreadpoolController
 
 from service.contract.bernoulli import bernoulli_log_prob
 from service.contract.masks import MaskPool
+from service.contract.schema import Schema
 
 BLOCK = 32  # positions per block: small enough for cheap steps, large enough for good products
 _BLAS = ThreadpoolController()
@@ -32,9 +33,9 @@ class MemberNet:
 
     ordering: np.ndarray  # [D]
     hidden: tuple[tuple[np.ndarray, np.ndarray], ...]  # (weight [out, in], bias [out]) per layer
-    out_weight: np.ndarray  # [D, H_last] (or [D, D] without hidden layers)
-    out_bias: np.ndarray  # [D]
-    direct: np.ndarray | None  # [D, D]
+    out_weight: np.ndarray  # [U, H_last] (or [U, I] without hidden layers); U = I = D if binary
+    out_bias: np.ndarray  # [U]
+    direct: np.ndarray | None  # [U, I]
 
 
 def member_nets(
@@ -42,11 +43,13 @@ def member_nets(
     weights: list[np.ndarray],
     biases: list[np.ndarray],
     direct_weight: np.ndarray | None,
+    schema: Schema | None = None,
 ) -> list[MemberNet]:
-    """Apply each member's masks (derived from its degrees) to the shared weights."""
+    """Apply each member's masks (derived from its degrees, and the schema's units) to the
+    shared weights."""
     nets = []
     for k in range(pool.num_members):
-        masks = pool.layer_masks(k)
+        masks = pool.layer_masks(k, schema)
         masked = [(w * m).astype(np.float32) for w, m in zip(weights, masks, strict=True)]
         nets.append(
             MemberNet(
@@ -56,7 +59,7 @@ def member_nets(
                 ),
                 out_weight=masked[-1],
                 out_bias=biases[-1].astype(np.float32),
-                direct=(direct_weight * pool.direct_mask(k)).astype(np.float32)
+                direct=(direct_weight * pool.direct_mask(k, schema)).astype(np.float32)
                 if direct_weight is not None
                 else None,
             )

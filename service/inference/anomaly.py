@@ -36,11 +36,12 @@ def anomaly_of(
     calibration: np.ndarray,
     score: Score,
     alpha: float | None,
+    max_level: int = 1,
 ) -> Anomaly:
     """``calibration``: the held-out rows' values of ``score`` for the same combination,
-    ascending."""
+    ascending; ``max_level``: the model's highest level (1 for binary models)."""
     if score == "complexity_corrected":
-        typicality = conformal.complexity_corrected(log_likelihood, rows)
+        typicality = conformal.complexity_corrected(log_likelihood, rows, max_level)
     else:
         typicality = log_likelihood
     p_value = conformal.p_values(calibration, typicality)

@@ -106,7 +106,9 @@ async def log_likelihood(
         if calibration is not None:  # compressing rows takes a while: off the event loop
             alpha = options.alpha if options.alpha is not None else state.settings.anomaly_alpha
             score = options.score or "log_likelihood"
-            anomaly = await state.in_thread(anomaly_of, log_lik, rows, calibration, score, alpha)
+            anomaly = await state.in_thread(
+                anomaly_of, log_lik, rows, calibration, score, alpha, engine.max_level
+            )
         if options.explain is not None:
             explanation = await state.in_thread(
                 explanations, rows, per_member, per_dimension, engine.weights, options.explain

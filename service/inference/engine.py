@@ -16,10 +16,10 @@ import onnxruntime as ort
 
 from service.contract import artifact, conformal, parity
 from service.contract.artifact import ArtifactError, Manifest
-from service.contract.ensemble import log_terms
 from service.contract.graph_nets import member_nets_from_graph
 from service.contract.mixture import product_log_unnormalised
 from service.contract.onnx_members import OnnxMembers, cpu_session
+from service.contract.parity import random_rows
 from service.contract.sampler import MemberNet
 from service.inference.errors import NoProductNormaliser
 
@@ -83,9 +83,7 @@ class Engine(OnnxMembers):
         members = np.repeat(np.arange(self.num_members), SMOKE_ROWS)
         nothing_given = np.full((len(members), self.dim), np.nan, dtype=np.float32)
         sampled, _ = self.sampler.draw(members, nothing_given, rng.random(nothing_given.shape))
-        density = rng.random((SMOKE_ROWS, 1))
-        random_rows = (rng.random((SMOKE_ROWS, self.dim)) < density).astype(np.float32)
-        rows = np.concatenate([sampled, random_rows])
+        rows = np.concatenate([sampled, random_rows(self.schema, SMOKE_ROWS, self.dim, rng)])
         kinds = {"sampled": slice(0, len(sampled)), "random": slice(len(sampled), None)}
         onnx_side, _ = self.forward(rows)
         if not np.isfinite(onnx_side).all():
@@ -94,7 +92,7 @@ class Engine(OnnxMembers):
         tiled = np.tile(rows, (self.num_members, 1))
         _, log_weight = self.sampler.draw(every, tiled, np.zeros(tiled.shape))
         sampler_side = log_weight.reshape(self.num_members, len(rows)).T
-        reference = parity.reference_log_probs(nets, rows)
+        reference = parity.reference_log_probs(nets, rows, self.schema)
         for side, values, meaning in (
             ("model.onnx", onnx_side, "the graph does not compute the manifest's model"),
             ("the sampler's", sampler_side, "samples and completions would not be the model's"),
@@ -112,7 +110,7 @@ class Engine(OnnxMembers):
         """Complete rows [B, D] -> mixture and member log-likelihoods (and per-dimension terms)."""
         if per_dimension:
             per_member, logits = self.forward(rows)
-            terms = log_terms(rows, logits)
+            terms = self.log_terms(rows, logits)
         else:
             per_member, terms = self.member_log_probs(rows), np.empty((len(rows), 0, 0))
         return Likelihood(self.mixture(per_member), per_member, terms)

@@ -48,10 +48,15 @@ def surprise_item(item: Surprise, image_shape: tuple[int, int] | None) -> dict[s
     return fields
 
 
-def completion_body(answer: Completions) -> dict[str, object]:
+def level_dtype(max_level: int) -> type:
+    """The smallest unsigned integer type holding a model's levels, for JSON answers."""
+    return np.uint8 if max_level <= 255 else np.uint16
+
+
+def completion_body(answer: Completions, max_level: int = 1) -> dict[str, object]:
     completion = answer.completion
     return {
-        "completions": completion.samples.astype(np.uint8),
+        "completions": completion.samples.astype(level_dtype(max_level)),
         "method": completion.method,
         "effective_sample_size": completion.effective_sample_size,
         "particles_capped": completion.particles_capped,

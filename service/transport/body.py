@@ -11,6 +11,7 @@ import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from service.contract.schema import Schema
 from service.inference.errors import InvalidField, ServiceError
 from service.transport.codec import decode_rows, rows_from_text, split_binary_inputs
 from service.transport.errors import BodyTooLarge, InvalidBody, UnsupportedMediaType
@@ -126,7 +127,11 @@ def booleans_outside_options(raw: bytes, request: BaseModel) -> bool:
 
 
 def parse_rows_body(
-    raw: bytes, model: type[M], dim: int, image_shape: tuple[int, int] | None
+    raw: bytes,
+    model: type[M],
+    dim: int,
+    image_shape: tuple[int, int] | None,
+    schema: Schema | None = None,
 ) -> tuple[M, np.ndarray]:
     """Parse a body whose ``inputs`` are rows (null allowed); rows written as plain 0/1 digits
     are decoded from the bytes and never become Python objects."""
@@ -137,4 +142,4 @@ def parse_rows_body(
             return parse_body(split[1], model), rows
     body = parse_body(raw, model)
     may_hold_booleans = booleans_outside_options(raw, body)
-    return body, decode_rows(body.inputs, dim, image_shape, True, may_hold_booleans)
+    return body, decode_rows(body.inputs, dim, image_shape, True, may_hold_booleans, schema=schema)

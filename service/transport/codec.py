@@ -12,6 +12,7 @@ import re
 
 import numpy as np
 
+from service.contract.schema import Categorical, Schema
 from service.inference.errors import InvalidField
 
 _BINARY_INPUTS = re.compile(rb'"inputs"\s*:\s*(\[[\[\]\s,01]*\])')
@@ -64,8 +65,10 @@ def decode_rows(
     allow_missing: bool,
     may_hold_booleans: bool = True,
     field: str = "inputs",
+    schema: Schema | None = None,
 ) -> np.ndarray:
-    """JSON rows -> [B, D] float32 in {0, 1}, NaN for null where ``allow_missing``.
+    """JSON rows -> [B, D] float32 in {0, 1} (or levels of the ``schema``: integers, or a
+    labelled categorical's labels), NaN for null where ``allow_missing``.
 
     Rows are flat (D values) or, for image models, image-shaped ([H][W] values).
     ``may_hold_booleans=False`` is the caller's promise (from the raw body) that the rows hold no
@@ -81,10 +84,13 @@ def decode_rows(
         if array is not None and array.dtype.kind in "iuf":
             flat = _reshape(array, dim, image_shape)
             if flat is not None:
-                good = (flat == 0) | (flat == 1)
-                if good.all():
+                if schema is None:
+                    good = ((flat == 0) | (flat == 1)).all()
+                else:
+                    good = schema.first_invalid(flat) is None
+                if good:
                     return flat.astype(np.float32)
-    return _checked_rows(value, dim, image_shape, allow_missing, field)
+    return _checked_rows(value, dim, image_shape, allow_missing, field, schema)
 
 
 def _reshape(array: np.ndarray, dim: int, image_shape: tuple[int, int] | None) -> np.ndarray | None:
@@ -96,7 +102,12 @@ def _reshape(array: np.ndarray, dim: int, image_shape: tuple[int, int] | None) -
 
 
 def _checked_rows(
-    rows: list, dim: int, image_shape: tuple[int, int] | None, allow_missing: bool, field: str
+    rows: list,
+    dim: int,
+    image_shape: tuple[int, int] | None,
+    allow_missing: bool,
+    field: str,
+    schema: Schema | None,
 ) -> np.ndarray:
     shape_text = f"{dim} values" + (
         f" or {image_shape[0]} rows of {image_shape[1]}" if image_shape else ""
@@ -120,7 +131,11 @@ def _checked_rows(
         else:
             flat = row
         for j, entry in enumerate(flat):
-            out[i, j] = _entry(entry, allow_missing, field, i, j, image_shape if is_image else None)
+            loc = (field, i, *divmod(j, image_shape[1])) if is_image else (field, i, j)
+            if schema is None:
+                out[i, j] = _entry(entry, allow_missing, loc)
+            else:
+                out[i, j] = _level(entry, allow_missing, loc, schema, j)
     return out
 
 
@@ -133,15 +148,7 @@ def _flatten_image(row: list, image_shape: tuple[int, int] | None, field: str, i
     return [entry for line in row for entry in line]
 
 
-def _entry(
-    entry: object,
-    allow_missing: bool,
-    field: str,
-    i: int,
-    j: int,
-    image_shape: tuple[int, int] | None,
-) -> float:
-    loc = (field, i, *divmod(j, image_shape[1])) if image_shape else (field, i, j)
+def _entry(entry: object, allow_missing: bool, loc: tuple) -> float:
     if entry is None:
         if allow_missing:
             return np.nan
@@ -149,4 +156,32 @@ def _entry(
     if isinstance(entry, bool) or not isinstance(entry, int | float) or entry not in (0, 1):
         allowed = "0, 1 or null" if allow_missing else "0 or 1"
         raise InvalidField(loc, f"must be {allowed}, got {entry!r}")
+    return float(entry)
+
+
+def _level(entry: object, allow_missing: bool, loc: tuple, schema: Schema, j: int) -> float:
+    """One entry of dimension j under a schema: an integer level, or a label of a labelled
+    categorical; the message names the dimension (and its column name) and what it takes."""
+    dimension = schema.dimensions[j]
+    labels = dimension.labels if isinstance(dimension, Categorical) else None
+    takes = f"an integer 0..{dimension.levels - 1}" + (
+        f" or one of the labels {labels}" if labels else ""
+    )
+    where = f"dimension {schema.column(j)} ({dimension.family})"
+    if entry is None:
+        if allow_missing:
+            return np.nan
+        raise InvalidField(loc, f"null (missing) is not allowed here; {where} takes {takes}")
+    if isinstance(entry, str):
+        if labels and entry in labels:
+            return float(labels.index(entry))
+        problem = "unknown label" if labels else "a label, but it has none"
+        raise InvalidField(loc, f"{where} takes {takes}; got {entry!r}, {problem}")
+    if (
+        isinstance(entry, bool)
+        or not isinstance(entry, int | float)
+        or entry != int(entry)
+        or not 0 <= entry < dimension.levels
+    ):
+        raise InvalidField(loc, f"{where} takes {takes}, got {entry!r}")
     return float(entry)

@@ -12,8 +12,15 @@ from typing import Annotated, Any
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, Field, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    model_serializer,
+)
 
+from service.contract.schema import Schema
 from service.transport.body import BodyErrors, parse_body
 from service.transport.errors import ProtocolError
 
@@ -82,6 +89,16 @@ class ModelMetadata(BaseModel):
     platform: str
     inputs: list[MetadataTensor]
     outputs: list[MetadataTensor]
+    parameters: dict[str, Any] | None = Field(
+        None, description="A schema model's dimensions (absent for a model of 0/1 dimensions)."
+    )
+
+    @model_serializer(mode="wrap")
+    def _binary_answers_as_before(self, handler: SerializerFunctionWrapHandler) -> dict:
+        data = handler(self)
+        if data.get("parameters") is None:
+            data.pop("parameters", None)
+        return data
 
 
 class RequestInput(BaseModel):
@@ -174,9 +191,14 @@ def flag(parameters: Parameters | None, name: str, where: str) -> bool | None:
 
 
 def input_rows(
-    request: InferenceRequest, binary: memoryview, dim: int, max_rows: int
+    request: InferenceRequest,
+    binary: memoryview,
+    dim: int,
+    max_rows: int,
+    schema: Schema | None = None,
 ) -> np.ndarray:
-    """The request's one input ``x`` (JSON or binary data) -> rows [B, D] float32 in {0, 1}."""
+    """The request's one input ``x`` (JSON or binary data) -> rows [B, D] float32 in {0, 1}, or
+    levels of the ``schema``."""
     names = [tensor.name for tensor in request.inputs]
     if names != [INPUT]:
         problem = f"no input {INPUT!r}" if INPUT not in names else "more than one input"
@@ -184,12 +206,19 @@ def input_rows(
             f"{problem} (got {names}): the model takes exactly one input {INPUT!r} "
             f"of shape [-1, {dim}]"
         )
-    return decode_tensor(request.inputs[0], binary, dim, max_rows)
+    return decode_tensor(request.inputs[0], binary, dim, max_rows, schema)
 
 
-def decode_tensor(tensor: RequestInput, binary: memoryview, dim: int, max_rows: int) -> np.ndarray:
-    """A [B, D] tensor of 0/1 values (JSON flat or nested, or binary; row-major) -> float32 rows,
-    or 400. ``binary`` is all the binary data of the request, which this one input must use."""
+def decode_tensor(
+    tensor: RequestInput,
+    binary: memoryview,
+    dim: int,
+    max_rows: int,
+    schema: Schema | None = None,
+) -> np.ndarray:
+    """A [B, D] tensor of 0/1 values, or of levels of the ``schema`` (JSON flat or nested, or
+    binary; row-major) -> float32 rows, or 400. ``binary`` is all the binary data of the request,
+    which this one input must use."""
     where = f"input {tensor.name!r}"
     if tensor.datatype not in DATATYPES:
         raise ProtocolError(
@@ -211,6 +240,17 @@ def decode_tensor(tensor: RequestInput, binary: memoryview, dim: int, max_rows: 
     else:
         array = json_tensor(tensor, where)
     rows = array.reshape(shape[0], dim)
+    if schema is not None:
+        bad_level = schema.first_invalid(rows)
+        if bad_level is not None:
+            row, col = bad_level
+            dimension = schema.dimensions[col]
+            raise ProtocolError(
+                f"{where}: element [{row}, {col}] is {rows[row, col]}; dimension "
+                f"{schema.column(col)} ({dimension.family}) takes an integer "
+                f"0..{dimension.levels - 1}"
+            )
+        return rows.astype(np.float32)
     if not ((rows == 0) | (rows == 1)).all():
         bad = tuple(int(i) for i in np.argwhere((rows != 0) & (rows != 1))[0])
         raise ProtocolError(f"{where}: values must be 0 or 1; element {list(bad)} is {rows[bad]}")

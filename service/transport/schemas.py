@@ -14,14 +14,17 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StrictBool,
     StrictFloat,
     StrictInt,
     WithJsonSchema,
+    model_serializer,
 )
 
 from service.contract.artifact import Manifest, ProductNormaliser, Score
 from service.contract.mixture import Combination, Method
+from service.contract.schema import Dimension
 from service.inference.limits import BatchLimits
 from service.settings import Settings, counted_samples
 
@@ -211,6 +214,19 @@ class ModelInfo(BaseModel):
     calibration_rows: int | None = Field(
         None, description="Held-out rows the p-values rank against; null: p-values refused."
     )
+    dimensions: list[Dimension] | None = Field(
+        None,
+        description="Each dimension's family and levels (schema models); absent for a model "
+        "of 0/1 dimensions.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _binary_answers_as_before(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """A binary model's answer stays as it was before schemas: no ``dimensions`` key."""
+        data = handler(self)
+        if data.get("dimensions") is None:
+            data.pop("dimensions", None)
+        return data
 
 
 class ModelVersionEntry(BaseModel):
@@ -270,17 +286,36 @@ def _exactly(items: dict, length: int) -> dict:
 
 def _rows(manifest: Manifest, entry: dict, max_rows: int) -> dict:
     """1 to ``max_rows`` rows, all of D entries or (image models) all [H][W]."""
+    nulls = ", or null for a missing entry" if entry is _BIT_OR_NULL else ""
+    if manifest.dimensions is not None:
+        return _level_rows(manifest, entry is _BIT_OR_NULL, max_rows) | {
+            "description": f"1 to {max_rows} rows, each of {manifest.dim} values; entry d is "
+            f"one of dimension d's levels (GET /v1/model: dimensions){nulls}."
+        }
     shapes, shape = [_exactly(entry, manifest.dim)], f"{manifest.dim} values"
     if manifest.image_shape is not None:
         height, width = manifest.image_shape
         shapes.append(_exactly(_exactly(entry, width), height))
         shape += f", or all {height} rows of {width}"
-    nulls = ", or null for a missing entry" if entry is _BIT_OR_NULL else ""
     forms = [{"type": "array", "minItems": 1, "maxItems": max_rows, "items": row} for row in shapes]
     schema = {"anyOf": forms} if len(forms) > 1 else forms[0]
     return schema | {
         "description": f"1 to {max_rows} rows, each of {shape}; entries 0 or 1{nulls}."
     }
+
+
+def _level_rows(manifest: Manifest, nullable: bool, max_rows: int) -> dict:
+    """A schema model's flat rows, entry by entry: an integer level, or a label."""
+    entries = []
+    for dimension in manifest.dimensions or []:
+        level: dict = {"type": "integer", "minimum": 0, "maximum": dimension.levels - 1}
+        labels = getattr(dimension, "labels", None)
+        choices = [level, {"type": "string", "enum": labels}] if labels else [level]
+        if nullable:
+            choices.append({"type": "null"})
+        entries.append(choices[0] if len(choices) == 1 else {"anyOf": choices})
+    row = {"type": "array", "prefixItems": entries, "items": False, "minItems": len(entries)}
+    return {"type": "array", "minItems": 1, "maxItems": max_rows, "items": row}
 
 
 def _optional_int(minimum: int, maximum: int, description: str) -> dict:

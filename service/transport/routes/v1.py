@@ -20,7 +20,7 @@ from service.inference.errors import InvalidField, UnknownModel
 from service.inference.index import repository_index
 from service.inference.models import LoadedModel
 from service.inference.state import ServingState
-from service.transport.answers import completion_body, likelihood_body
+from service.transport.answers import completion_body, level_dtype, likelihood_body
 from service.transport.app_state import serving_state
 from service.transport.body import M, parse_body, parse_rows_body, read_body
 from service.transport.responses import NumpyJSONResponse
@@ -91,6 +91,7 @@ def model_info_of(model: LoadedModel) -> ModelInfo:
             "onnxruntime": onnxruntime.__version__,
         },
         calibration_rows=len(m.calibration.rows) if m.calibration else None,
+        dimensions=m.dimensions,
     )
 
 
@@ -110,7 +111,9 @@ async def read_rows(
 ) -> tuple[M, np.ndarray]:
     """The validated body and its rows [B, D] (NaN = null), within the row limit."""
     raw = await read_body(request, state.settings.max_body_bytes)
-    body, rows = parse_rows_body(raw, body_model, engine.dim, engine.manifest.image_shape)
+    body, rows = parse_rows_body(
+        raw, body_model, engine.dim, engine.manifest.image_shape, engine.schema
+    )
     limit = state.settings.max_rows
     if len(rows) > limit:
         raise InvalidField(("inputs",), f"has {len(rows)} rows, the limit is {limit}")
@@ -154,9 +157,9 @@ async def complete(request: Request, name: str | None, model_version: str | None
     )
     if png:
         samples = answer.completion.samples.reshape(-1, engine.dim)
-        grid = grid_png(samples, engine.manifest.image_shape, columns=body.num_samples)
+        grid = grid_png(samples, engine.manifest.image_shape, body.num_samples, engine.max_level)
         return Response(grid, media_type="image/png")
-    return NumpyJSONResponse(completion_body(answer))
+    return NumpyJSONResponse(completion_body(answer, engine.max_level))
 
 
 async def sample(request: Request, name: str | None, model_version: str | None) -> Response:
@@ -168,9 +171,11 @@ async def sample(request: Request, name: str | None, model_version: str | None) 
     answer = await data_plane.sample(state, engine, body.num_samples, body.seed, as_images=png)
     if png:
         return Response(
-            grid_png(answer.samples, engine.manifest.image_shape), media_type="image/png"
+            grid_png(answer.samples, engine.manifest.image_shape, max_level=engine.max_level),
+            media_type="image/png",
         )
-    return NumpyJSONResponse({"samples": answer.samples.astype(np.uint8), "seed": answer.seed})
+    samples = answer.samples.astype(level_dtype(engine.max_level))
+    return NumpyJSONResponse({"samples": samples, "seed": answer.seed})
 
 
 @router.get("/models", response_model=ModelList, responses={401: ERRORS[401], 503: ERRORS[503]})

@@ -177,6 +177,9 @@ def metadata(request: Request, model: LoadedModel) -> ModelMetadata:
         platform=PLATFORM,
         inputs=[{"name": INPUT, "datatype": INPUT_DATATYPE, "shape": [-1, engine.dim]}],
         outputs=[{"name": OUTPUT, "datatype": OUTPUT_DATATYPE, "shape": [-1]}],
+        parameters=None
+        if engine.manifest.dimensions is None
+        else {"dimensions": [d.model_dump(exclude_none=True) for d in engine.manifest.dimensions]},
     )
 
 
@@ -187,7 +190,7 @@ async def log_likelihoods(request: Request, model: LoadedModel) -> Response:
     raw = await read_body(request, state.settings.max_body_bytes, MEDIA_TYPES)
     body, binary = parse_request(raw, request.headers.get(HEADER_LENGTH))
     binary_out = binary_output(body)
-    rows = input_rows(body, binary, engine.dim, state.settings.max_rows)
+    rows = input_rows(body, binary, engine.dim, state.settings.max_rows, engine.schema)
     request.state.rows = len(rows)
     log_likelihood = (await data_plane.log_likelihood(state, engine, rows)).log_likelihood
     fields = {
