@@ -203,3 +203,20 @@ def test_sampler_matches_full_forward_passes_fed_the_same_uniforms() -> None:
                 units = outputs[:, MIXED.output_offsets[d] : MIXED.output_offsets[d + 1]]
                 reference[i, d] = MIXED.draw(int(d), units, uniforms[i : i + 1, t])[0]
     assert np.array_equal(x, reference)
+
+
+@pytest.mark.parametrize("d", range(WIDE.dim), ids=["ordinal-256", "bernoulli", "cat-17", "ord-17"])
+def test_draws_follow_the_level_probabilities(d: int) -> None:
+    """Each family's draws from uniforms, for a few parameter settings, against its exact level
+    probabilities: total variation within sampling noise, and far from a shifted distribution."""
+    rng = np.random.default_rng(d)
+    width = WIDE.output_offsets[d + 1] - WIDE.output_offsets[d]
+    n = 40_000
+    for scale in (0.5, 3.0):
+        params = np.broadcast_to(rng.normal(scale=scale, size=width), (n, width))
+        exact = np.exp(WIDE.level_log_probs(d, params[:1]))[0]
+        values = WIDE.draw(d, params, rng.random(n)).astype(np.int64)
+        frequencies = np.bincount(values, minlength=len(exact)) / n
+        noise = np.sqrt(exact * (1 - exact) / n).sum()  # the expected |error| summed, roughly
+        assert 0.5 * np.abs(frequencies - exact).sum() < 2 * noise + 1e-3
+        assert 0.5 * np.abs(frequencies - np.roll(exact, 1)).sum() > 4 * noise

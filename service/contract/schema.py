@@ -231,12 +231,11 @@ class Schema:
         )
 
     def draw(self, d: int, params: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
-        """[n] values of dimension d by inversion of its CDF at ``uniforms`` [n] in [0, 1):
-        the number of levels whose CDF is at most u.
+        """[n] values of dimension d, a deterministic function of ``uniforms`` [n] in [0, 1):
+        for a categorical, inversion of its CDF (the number of levels whose CDF is at most u).
 
-        A Bernoulli is 1 when u < p(1), as in the binary sampler. An ordinal's CDF at the edges
-        between levels is the components' weighted logistic CDFs there, which the levels'
-        probabilities telescope to: no logarithms, a sigmoid per edge and component.
+        A Bernoulli is 1 when u < p(1), as in the binary sampler; an ordinal is drawn through its
+        mixture (below), exactly from the same level probabilities.
         """
         dimension = self.dimensions[d]
         params = np.asarray(params, dtype=np.float64)
@@ -247,13 +246,26 @@ class Schema:
             cdf = np.cumsum(np.exp(_log_softmax(params)), axis=1)
             cdf /= cdf[:, -1:]
             return (cdf[:, :-1] <= u).sum(axis=1).astype(np.float64)
+        # A component by its weight, then the logistic by inversion of its CDF at the same
+        # uniform rescaled to the component's share of [0, 1) (uniform again, given the
+        # component), and the level whose bin holds the draw: O(M) a row, not O(L M).
         m, levels = dimension.components, dimension.levels
-        weights = np.exp(_log_softmax(params[:, :m]))
-        inv_scale = np.exp(-np.clip(params[:, 2 * m :], MIN_LOG_SCALE, MAX_LOG_SCALE))
-        edges = (2.0 * np.arange(levels - 1) + 1.0) / (levels - 1.0) - 1.0  # between v and v + 1
-        at_edges = sigmoid((edges[None, :, None] - params[:, None, m : 2 * m]) * inv_scale[:, None])
-        cdf = np.einsum("nlm,nm->nl", at_edges, weights)
-        return (cdf <= u).sum(axis=1).astype(np.float64)
+        weights = np.exp(params[:, :m] - params[:, :m].max(axis=1, keepdims=True))
+        cumulative = np.cumsum(weights / weights.sum(axis=1, keepdims=True), axis=1)
+        component = np.minimum((cumulative <= u).sum(axis=1), m - 1)[:, None]
+        lower = np.concatenate([np.zeros((len(u), 1)), cumulative[:, :-1]], axis=1)
+        start = np.take_along_axis(lower, component, axis=1)[:, 0]
+        share = np.take_along_axis(cumulative, component, axis=1)[:, 0] - start
+        # (u past the last cumulative weight, by rounding, lands in the last component)
+        within = np.clip((u[:, 0] - start) / np.maximum(share, 1e-300), 1e-12, 1 - 1e-12)
+        mean = np.take_along_axis(params[:, m : 2 * m], component, axis=1)[:, 0]
+        raw = np.take_along_axis(params[:, 2 * m :], component, axis=1)[:, 0]
+        scale = np.exp(np.clip(raw, MIN_LOG_SCALE, MAX_LOG_SCALE))
+        y = mean + scale * (np.log(within) - np.log1p(-within))
+        # Level v takes (edge_{v-1}, edge_v], edge_v = -1 + (2 v + 1) h; the edge levels the tails.
+        half = 1.0 / (levels - 1.0)
+        level = np.ceil((y - (half - 1.0)) / (2.0 * half))
+        return np.clip(level, 0, levels - 1)
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from functools import partial
 
 from service.inference.engine import Engine
 from service.settings import available_cpus
-from tests.bench import bench_http, bench_inprocess
+from tests.bench import bench_http, bench_inprocess, levels_sampling
 from tests.bench.common import RESULTS, machine, reference_artifact, spread
 from tests.servers import free_port
 
@@ -200,6 +200,15 @@ def table(result: dict) -> str:
         f"{s['fast']['median'] / s['naive']:.0f}x",
         ">= 20x and >= 10,000/s",
     )
+    for name, levels in result.get("levels_sampling", {}).items():
+        row(
+            4,
+            f"sampling {name} ({levels['model']}), samples/s",
+            _fmt(levels["fast"]),
+            f"naive {levels['naive']:.1f}",
+            f"{levels['fast']['median'] / levels['naive']:.0f}x",
+            ">= 10,000/s" if name == "digits-levels" else "reported",
+        )
     for name, c in ip["completion"].items():
         row(
             5,
@@ -240,6 +249,7 @@ def main() -> None:
     started = time.time()
     result = {"machine": machine(), "artifact": str(artifact)}
     result["in_process"] = bench_inprocess.run(artifact, natural)
+    result["levels_sampling"] = levels_sampling.run()
     result["http"] = http(
         artifact, args.rounds, args.requests, args.time_limit, args.client_processes
     )
