@@ -63,12 +63,12 @@ PRESETS: dict[str, TrainConfig] = {
         direct=True,
         patience=100,
     ),
-    # Fashion-MNIST at 8 bits: 256 levels per pixel.
+    # Fashion-MNIST at 8 bits: 256 levels per pixel; about 2.2 minutes an epoch on 2 cores.
     "fashion-mnist-8bit": TrainConfig(
         source="fashion-mnist-8bit",
         hidden_sizes=[500],
         num_masks=8,
-        epochs=20,
+        epochs=10,
         batch_size=100,
         learning_rate=1e-3,
         direct=True,

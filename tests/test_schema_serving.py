@@ -5,6 +5,8 @@ and through HTTP."""
 
 import itertools
 import json
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,11 +15,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import schemathesis
 import tritonclient.http as triton_http
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from schemathesis import GenerationMode
 from tritonclient.utils import InferenceServerException
 
+from service.contract.artifact import ArtifactError
 from service.contract.mixture import product_log_unnormalised
 from service.inference.engine import Engine
+from service.settings import Settings
+from service.transport.app import create_app
 from tests.conftest import served, train_tiny
 from tests.servers import free_port, stop, wait_ready
 
@@ -244,3 +254,65 @@ def test_v2_infer_takes_integer_and_float_levels(
     bad.set_data_from_numpy(np.array([[0, 1, 7, 1]], dtype=dtype))
     with pytest.raises(InferenceServerException, match=r"\[0, 2\].*'size'"):
         triton_client.infer(name, [bad])
+
+
+@pytest.mark.parametrize("path", ["/v1/log-likelihood", "/v1/complete", "/v1/sample"])
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_the_served_document_states_what_a_schema_model_takes(
+    mixed_artifact: Path, path: str, mode: GenerationMode
+) -> None:
+    """schemathesis from the mixed model's own OpenAPI document: every row valid under it (levels
+    per dimension, labels) answered, every invalid one refused, none a 5xx."""
+    settings = Settings(
+        model_dir=mixed_artifact,
+        batching=False,
+        max_rows=8,
+        max_samples=8,
+        max_particles=64,
+        default_particles=8,
+    )
+    app = create_app(settings, engine=Engine.load(mixed_artifact))
+    with TestClient(app):
+        operation = schemathesis.openapi.from_asgi("/openapi.json", app)[path]["POST"]
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @hypothesis_settings(
+            max_examples=25,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+        def fuzz(case) -> None:
+            case.call_and_validate()
+
+        fuzz()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.pop("dimensions"), "schema_version 2 needs dimensions"),
+        (lambda m: m.update(schema_version=1), "only schema_version 2 has dimensions"),
+        (lambda m: m["dimensions"].pop(), "dimensions has 3 entries for D=4"),
+        (lambda m: m["dimensions"][3].update(labels=["a", "b"]), "2 labels for 4 classes"),
+        (lambda m: m["dimensions"][2].update(family="gaussian"), "dimensions.2"),
+    ],
+)
+def test_inconsistent_schema_manifests_are_refused_naming_the_field(
+    mixed_artifact: Path, tmp_path: Path, edit, message: str
+) -> None:
+    copy = tmp_path / "artifact"
+    shutil.copytree(mixed_artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    edit(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=re.escape(message)):
+        Engine.load(copy)
+
+
+def test_made_data_pack_refuses_levels(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from model.cli import data_main
+
+    assert data_main(["pack", "--source", "digits-levels", "--out", str(tmp_path / "p")]) == 2
+    assert "holds levels" in capsys.readouterr().err

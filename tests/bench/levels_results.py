@@ -160,11 +160,15 @@ def main() -> int:
         results[name] = {"runs": runs, "histogram": baseline, "dim": dim}
         texts.append(table(name, dim, runs, baseline))
         print(texts[-1], flush=True)
-    text = "\n\n".join(texts)
-    print(f"\n{text}\n\n{machine()}")
+    print("\n\n".join(texts) + f"\n\n{machine()}")
+    # Sets measured by earlier runs stay: --sets reruns some without losing the others.
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "levels.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "levels.md").write_text(text + "\n")
+    store = RESULTS / "levels.json"
+    everything = json.loads(store.read_text()) if store.exists() else {}
+    everything.update(results)
+    store.write_text(json.dumps(everything, indent=2) + "\n")
+    tables = [table(name, r["dim"], r["runs"], r["histogram"]) for name, r in everything.items()]
+    (RESULTS / "levels.md").write_text("\n\n".join(tables) + "\n")
     return 0
 
 
