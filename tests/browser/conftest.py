@@ -139,3 +139,17 @@ def uncalibrated_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     log = tmp_path_factory.mktemp("uncalibrated-server") / "serve.log"
     with made_serve(artifact, log) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def levels_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A made-serve process for digits at 17 grey levels (ordinal dimensions), briefly trained."""
+    from model.export import export
+
+    run = tmp_path_factory.mktemp("levels-run")
+    trained = train_tiny(run, run, source="digits-levels", epochs=2)  # ignores the data folder
+    artifact = tmp_path_factory.mktemp("artifacts") / "digits-levels"
+    export(trained, artifact)
+    log = tmp_path_factory.mktemp("levels-server") / "serve.log"
+    with made_serve(artifact, log, max_samples=str(MAX_SAMPLES)) as url:
+        yield url

@@ -170,6 +170,7 @@
     $("card-served").textContent = `${m.model}, version ${m.version}`;
     $("card-source").textContent = `${m.data_source} (${m.binarization})`;
     $("card-dim").textContent = String(m.dim);
+    $("card-schema").textContent = schemaText(m.dimensions);
     $("card-shape").textContent = m.image_shape
       ? `${m.image_shape[0]} × ${m.image_shape[1]}`
       : "none (rows of D values)";
@@ -201,6 +202,28 @@
     $("card-loading").hidden = true;
     $("card-fields").hidden = false;
     $("weights-figure").hidden = false;
+  }
+
+  /** "64 ordinal (17 levels)" per kind of dimension; binary models have no dimensions. */
+  function schemaText(dimensions) {
+    if (!dimensions) return "every dimension 0/1 (bernoulli)";
+    const counts = new Map();
+    for (const d of dimensions) {
+      const kind =
+        d.family === "bernoulli"
+          ? "bernoulli (0/1)"
+          : `${d.family} (${d.family === "ordinal" ? d.levels : d.classes} ${
+              d.family === "ordinal" ? "levels" : "classes"
+            })`;
+      counts.set(kind, (counts.get(kind) || 0) + 1);
+    }
+    return [...counts].map(([kind, n]) => `${n} ${kind}`).join(", ");
+  }
+
+  /** The highest level a dimension takes (1 for bits). */
+  function topLevel(d) {
+    if (!d || d.family === "bernoulli") return 1;
+    return (d.family === "ordinal" ? d.levels : d.classes) - 1;
   }
 
   function calibrationText(rows) {
@@ -246,6 +269,17 @@
       state.rows = Math.ceil(m.dim / state.cols);
     }
     state.pixels = new Array(m.dim).fill(0);
+    state.levels = m.dimensions ? m.dimensions.map(topLevel) : new Array(m.dim).fill(1);
+    state.maxLevel = Math.max(...state.levels);
+    const intensity = $("intensity");
+    intensity.max = String(state.maxLevel);
+    intensity.value = String(state.maxLevel);
+    $("intensity-value").textContent = intensity.value;
+    $("intensity-row").hidden = state.maxLevel < 2;
+    $("row-text-label").textContent =
+      state.maxLevel < 2
+        ? "Row as text (0, 1, ? for unknown)"
+        : `Row as text (levels 0-${state.maxLevel} separated by commas, ? for unknown)`;
     renderCard(m);
     $("explain-title").textContent = m.image_shape
       ? "Most surprising pixels, outlined"
@@ -291,11 +325,32 @@
     return value === 1 ? "on" : "off";
   }
 
+  /** The grey of a level: white for 0, ink for the top level, as the sample PNGs draw them. */
+  function grey(value, top) {
+    const g = Math.round(255 - (value / top) * (255 - 17));
+    return `rgb(${g}, ${g}, ${g})`;
+  }
+
+  /** The same level tinted blue: a completion's filled-in pixel. */
+  function blueGrey(value, top) {
+    const g = Math.round(255 - (value / top) * 200);
+    return `rgb(${Math.round(g * 0.55)}, ${Math.round(g * 0.75)}, ${g})`;
+  }
+
   function refreshCell(d) {
     const cell = $(`cell-${d}`);
-    const name = stateName(state.pixels[d]);
-    cell.dataset.state = name;
-    cell.setAttribute("aria-label", `${cellName(d)}: ${name}`);
+    const value = state.pixels[d];
+    if (state.maxLevel < 2 || value === null) {
+      const name = stateName(value);
+      cell.dataset.state = name;
+      cell.style.background = "";
+      cell.setAttribute("aria-label", `${cellName(d)}: ${name}`);
+      return;
+    }
+    cell.dataset.state = "level";
+    cell.dataset.level = String(value);
+    cell.style.background = grey(value, state.levels[d]);
+    cell.setAttribute("aria-label", `${cellName(d)}: level ${value} of ${state.levels[d]}`);
   }
 
   function refreshGrid() {
@@ -305,7 +360,8 @@
   }
 
   function syncRowText() {
-    $("row-text").value = state.pixels.map((v) => (v === null ? "?" : String(v))).join("");
+    const cells = state.pixels.map((v) => (v === null ? "?" : String(v)));
+    $("row-text").value = cells.join(state.maxLevel < 2 ? "" : ",");
   }
 
   /** Results shown for an earlier drawing are dimmed and labelled, never silently kept; the
@@ -328,11 +384,13 @@
     return document.querySelector('input[name="brush"]:checked').value;
   }
 
-  /** The first cell of a stroke decides what the whole stroke paints: the toggle of that cell. */
+  /** The first cell of a stroke decides what the whole stroke paints: the toggle of that cell
+   * (between off and the brush's intensity, for grey levels). */
   function strokeValue(d) {
     const current = state.pixels[d];
     if (brush() === "unknown") return current === null ? 0 : null;
-    return current === 1 ? 0 : 1;
+    const ink = Math.min(Number($("intensity").value), state.levels[d]);
+    return current === ink ? 0 : ink;
   }
 
   function moveCursor(d) {
@@ -391,13 +449,26 @@
   }
 
   function parseRowText() {
-    const text = $("row-text").value.replace(/[\s,]/g, "");
     const dim = state.model.dim;
-    if (text.length !== dim || /[^01?]/.test(text)) {
-      syncRowText();
-      throw new InputError(`The row needs exactly ${dim} characters of 0, 1 or ?; got "${text}".`);
+    if (state.maxLevel < 2) {
+      const text = $("row-text").value.replace(/[\s,]/g, "");
+      if (text.length !== dim || /[^01?]/.test(text)) {
+        syncRowText();
+        throw new InputError(`The row needs exactly ${dim} characters of 0, 1 or ?; got "${text}".`);
+      }
+      state.pixels = [...text].map((ch) => (ch === "?" ? null : Number(ch)));
+    } else {
+      const cells = $("row-text").value.split(",").map((cell) => cell.trim());
+      const bad = cells.findIndex(
+        (cell, d) => cell !== "?" && !(/^[0-9]+$/.test(cell) && Number(cell) <= state.levels[d]),
+      );
+      if (cells.length !== dim || bad >= 0) {
+        syncRowText();
+        const what = cells.length !== dim ? `got ${cells.length} values` : `value ${bad + 1} is "${cells[bad]}"`;
+        throw new InputError(`The row needs ${dim} levels (0-${state.maxLevel}) or ?; ${what}.`);
+      }
+      state.pixels = cells.map((cell) => (cell === "?" ? null : Number(cell)));
     }
-    state.pixels = [...text].map((ch) => (ch === "?" ? null : Number(ch)));
     refreshGrid();
     markStale();
   }
@@ -648,7 +719,11 @@
     context.fillRect(0, 0, canvas.width, canvas.height);
     values.forEach((value, d) => {
       const given = observed !== null && observed[d] !== null;
-      if (given) context.fillStyle = value ? COLORS.on : COLORS.off;
+      if (state.maxLevel > 1) {
+        // Grey levels; a completion's filled-in pixels are tinted blue.
+        context.fillStyle = grey(value, state.levels[d]);
+        if (observed !== null && !given) context.fillStyle = blueGrey(value, state.levels[d]);
+      } else if (given) context.fillStyle = value ? COLORS.on : COLORS.off;
       else if (observed !== null) context.fillStyle = value ? COLORS.filledOn : COLORS.filledOff;
       else context.fillStyle = value ? COLORS.on : COLORS.off;
       const r = Math.floor(d / state.cols);
@@ -709,6 +784,9 @@
 
   function wire() {
     wireGrid();
+    $("intensity").addEventListener("input", () => {
+      $("intensity-value").textContent = $("intensity").value;
+    });
     onClick("clear", async () => {
       requireModel();
       state.pixels.fill(0);
