@@ -276,6 +276,13 @@
     intensity.value = String(state.maxLevel);
     $("intensity-value").textContent = intensity.value;
     $("intensity-row").hidden = state.maxLevel < 2;
+    $("complete-legend").hidden = $("complete-legend-levels").hidden = true;
+    $("grid-hint").textContent =
+      state.maxLevel < 2
+        ? "Click or drag to paint; the first cell decides on or off. " +
+          "The Unknown brush marks pixels as missing (hatched)."
+        : "Click or drag to paint at the intensity; a stroke starting on a cell already at it " +
+          "clears to 0. The Unknown brush marks pixels as missing (hatched).";
     $("row-text-label").textContent =
       state.maxLevel < 2
         ? "Row as text (0, 1, ? for unknown)"
@@ -754,7 +761,7 @@
       (result.warning ? ` Warning: ${result.warning}` : "");
     info.dataset.seed = seed;
     info.hidden = false;
-    $("complete-legend").hidden = false;
+    $(state.maxLevel > 1 ? "complete-legend-levels" : "complete-legend").hidden = false;
     $("completions").replaceChildren(
       ...result.completions[0].map((values, i) =>
         thumbnail(values, pixels, `completion ${i + 1} of ${count}`),
