@@ -316,3 +316,23 @@ def test_made_data_pack_refuses_levels(tmp_path: Path, capsys: pytest.CaptureFix
 
     assert data_main(["pack", "--source", "digits-levels", "--out", str(tmp_path / "p")]) == 2
     assert "holds levels" in capsys.readouterr().err
+
+
+def test_samples_and_completions_come_with_labels_when_asked(mixed_artifact: Path) -> None:
+    with served(mixed_artifact) as client:
+        http = client.http
+        plain = http.post("/v1/sample", json={"num_samples": 16, "seed": 3}).json()["samples"]
+        named = http.post("/v1/sample", json={"num_samples": 16, "seed": 3, "labels": True})
+        assert named.status_code == 200
+        for levels, labelled in zip(plain, named.json()["samples"], strict=True):
+            assert labelled[:3] == levels[:3] and labelled[3] == LABELS[levels[3]]
+        body = {"inputs": [[1, None, 2, "d"]], "num_samples": 4, "seed": 1, "labels": True}
+        completions = http.post("/v1/complete", json=body).json()["completions"][0]
+        assert all(row[3] == "d" and row[0] == 1 and row[2] == 2 for row in completions)
+
+
+def test_labels_on_a_model_without_any_are_refused_naming_the_field(tiny_artifact: Path) -> None:
+    with served(tiny_artifact) as client:
+        response = client.http.post("/v1/sample", json={"num_samples": 2, "labels": True})
+    assert response.status_code == 422
+    assert "no labelled dimensions" in response.text and '"labels"' in response.text

@@ -3,8 +3,11 @@
 
 import numpy as np
 
+from service.contract.schema import Categorical, Schema
 from service.inference.anomaly import Surprise
 from service.inference.data_plane import Completions, Likelihoods
+from service.inference.engine import Engine
+from service.inference.errors import InvalidField
 
 
 def likelihood_body(
@@ -48,15 +51,39 @@ def surprise_item(item: Surprise, image_shape: tuple[int, int] | None) -> dict[s
     return fields
 
 
-def level_dtype(max_level: int) -> type:
-    """The smallest unsigned integer type holding a model's levels, for JSON answers."""
-    return np.uint8 if max_level <= 255 else np.uint16
+def labelled_dimensions(schema: Schema | None) -> dict[int, list[str]]:
+    """Each labelled categorical dimension's labels; 422 (before any work) for a model with none,
+    asked for labels."""
+    labelled = {
+        d: dimension.labels
+        for d, dimension in enumerate(schema.dimensions if schema else ())
+        if isinstance(dimension, Categorical) and dimension.labels
+    }
+    if not labelled:
+        raise InvalidField(("labels",), "this model has no labelled dimensions")
+    return labelled
 
 
-def completion_body(answer: Completions, max_level: int = 1) -> dict[str, object]:
+def with_labels(rows: np.ndarray, schema: Schema | None) -> list:
+    """Rows [..., D] as nested lists, a labelled categorical dimension's values as its labels."""
+    cells = rows.astype(np.int64).astype(object)
+    for d, labels in labelled_dimensions(schema).items():
+        cells[..., d] = np.asarray(labels, dtype=object)[rows[..., d].astype(np.int64)]
+    return cells.tolist()
+
+
+def rows_body(rows: np.ndarray, engine: Engine, labels: bool) -> object:
+    """Sampled rows for JSON: the smallest unsigned integers holding the model's levels, or
+    nested lists with labels where asked."""
+    if labels:
+        return with_labels(rows, engine.schema)
+    return rows.astype(np.uint8 if engine.max_level <= 255 else np.uint16)
+
+
+def completion_body(answer: Completions, engine: Engine, labels: bool = False) -> dict[str, object]:
     completion = answer.completion
     return {
-        "completions": completion.samples.astype(level_dtype(max_level)),
+        "completions": rows_body(completion.samples, engine, labels),
         "method": completion.method,
         "effective_sample_size": completion.effective_sample_size,
         "particles_capped": completion.particles_capped,

@@ -121,12 +121,22 @@ class CompleteRequest(_Request):
     )
     seed: Seed | None = None
     format: Format = Field("json", description="png: a grid image (image models only).")
+    labels: StrictBool = Field(
+        False,
+        description="Give a labelled categorical dimension's values as its labels (schema "
+        "models with labels; JSON only).",
+    )
 
 
 class SampleRequest(_Request):
     num_samples: Samples = 1
     seed: Seed | None = None
     format: Format = "json"
+    labels: StrictBool = Field(
+        False,
+        description="Give a labelled categorical dimension's values as its labels (schema "
+        "models with labels; JSON only).",
+    )
 
 
 class SurpriseItem(BaseModel):
@@ -164,7 +174,9 @@ class LogLikelihoodResponse(BaseModel):
 
 
 class CompleteResponse(BaseModel):
-    completions: list[list[list[int]]] = Field(description="[rows][num_samples][D].")
+    completions: list[list[list[int | str]]] = Field(
+        description="[rows][num_samples][D]; labels for labelled dimensions when asked."
+    )
     method: list[Method]
     effective_sample_size: list[float | None] = Field(
         description="Per row, of the importance particle set the completions were resampled "
@@ -183,7 +195,9 @@ class CompleteResponse(BaseModel):
 
 
 class SampleResponse(BaseModel):
-    samples: list[list[int]] = Field(description="[num_samples][D].")
+    samples: list[list[int | str]] = Field(
+        description="[num_samples][D]; labels for labelled dimensions when asked."
+    )
     seed: int
 
 
@@ -418,6 +432,13 @@ def sample_bands(max_samples: int, max_rows: int) -> list[tuple[int, int, int]]:
     return bands
 
 
+def _labels(manifest: Manifest) -> dict:
+    """labels: true only for a model with labelled dimensions."""
+    if any(getattr(d, "labels", None) for d in manifest.dimensions or ()):
+        return {"type": "boolean", "default": False}
+    return {"const": False, "description": "This model has no labelled dimensions."}
+
+
 def complete_body(manifest: Manifest, settings: Settings) -> dict:
     """One alternative per band of num_samples, each with its own row limit."""
     bands = []
@@ -428,6 +449,7 @@ def complete_body(manifest: Manifest, settings: Settings) -> dict:
             inputs=_rows(manifest, _BIT_OR_NULL, rows),
             num_samples={"type": "integer", "minimum": low, "maximum": high, "default": 1},
             format=_formats(manifest),
+            labels=_labels(manifest),
         )
         band["title"] = f"num_samples {low}-{high}: up to {rows} rows"
         bands.append(band)
@@ -448,6 +470,7 @@ def sample_body(manifest: Manifest, settings: Settings) -> dict:
         settings,
         num_samples={"type": "integer", "minimum": 1, "maximum": settings.max_samples},
         format=_formats(manifest),
+        labels=_labels(manifest),
     )
     schema["examples"] = [{"num_samples": min(4, settings.max_samples), "seed": 0}]
     return schema

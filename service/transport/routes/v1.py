@@ -20,7 +20,12 @@ from service.inference.errors import InvalidField, UnknownModel
 from service.inference.index import repository_index
 from service.inference.models import LoadedModel
 from service.inference.state import ServingState
-from service.transport.answers import completion_body, level_dtype, likelihood_body
+from service.transport.answers import (
+    completion_body,
+    labelled_dimensions,
+    likelihood_body,
+    rows_body,
+)
 from service.transport.app_state import serving_state
 from service.transport.body import M, parse_body, parse_rows_body, read_body
 from service.transport.responses import NumpyJSONResponse
@@ -151,6 +156,8 @@ async def complete(request: Request, name: str | None, model_version: str | None
     state = serving_state(request)
     engine = (await chosen_model(request, name, model_version)).engine
     body, rows = await read_rows(request, state, engine, CompleteRequest)
+    if body.labels:
+        labelled_dimensions(engine.schema)
     png = _png_wanted(request, body.format)
     answer = await data_plane.complete(
         state, engine, rows, body.num_samples, body.num_particles, body.seed, as_images=png
@@ -159,7 +166,7 @@ async def complete(request: Request, name: str | None, model_version: str | None
         samples = answer.completion.samples.reshape(-1, engine.dim)
         grid = grid_png(samples, engine.manifest.image_shape, body.num_samples, engine.max_level)
         return Response(grid, media_type="image/png")
-    return NumpyJSONResponse(completion_body(answer, engine.max_level))
+    return NumpyJSONResponse(completion_body(answer, engine, body.labels))
 
 
 async def sample(request: Request, name: str | None, model_version: str | None) -> Response:
@@ -167,6 +174,8 @@ async def sample(request: Request, name: str | None, model_version: str | None) 
     state = serving_state(request)
     engine = (await chosen_model(request, name, model_version)).engine
     body = parse_body(await read_body(request, state.settings.max_body_bytes), SampleRequest)
+    if body.labels:
+        labelled_dimensions(engine.schema)
     png = _png_wanted(request, body.format)
     answer = await data_plane.sample(state, engine, body.num_samples, body.seed, as_images=png)
     if png:
@@ -174,7 +183,7 @@ async def sample(request: Request, name: str | None, model_version: str | None) 
             grid_png(answer.samples, engine.manifest.image_shape, max_level=engine.max_level),
             media_type="image/png",
         )
-    samples = answer.samples.astype(level_dtype(engine.max_level))
+    samples = rows_body(answer.samples, engine, body.labels)
     return NumpyJSONResponse({"samples": samples, "seed": answer.seed})
 
 
