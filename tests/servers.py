@@ -1,8 +1,12 @@
 """What tests and benchmarks that run real server processes share."""
 
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -61,3 +65,22 @@ def http_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict:
         "server": ("testserver", 80),
         "state": {},
     }
+
+
+@contextmanager
+def made_serve(artifact: Path, log: Path) -> Iterator[str]:
+    """A made-serve process serving ``artifact`` on a free loopback port, its output in ``log``;
+    yields ``127.0.0.1:PORT`` once it is ready, and stops it with SIGTERM after."""
+    port = free_port()
+    command = [Path(sys.executable).with_name("made-serve"), "--model", artifact]
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process, log)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(process, signal.SIGTERM, 30.0)

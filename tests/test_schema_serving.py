@@ -7,9 +7,6 @@ import itertools
 import json
 import re
 import shutil
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +26,7 @@ from service.inference.engine import Engine
 from service.settings import Settings
 from service.transport.app import create_app
 from tests.conftest import served, train_tiny
-from tests.servers import free_port, stop, wait_ready
+from tests.servers import made_serve
 
 LABELS = ["a", "b", "c", "d"]
 SCHEMA = {
@@ -222,21 +219,10 @@ def triton_client(
     mixed_artifact: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[triton_http.InferenceServerClient]:
     """tritonclient on a made-serve process serving the mixed model."""
-    port, log = free_port(), tmp_path_factory.mktemp("mixed-serve") / "serve.log"
-    made_serve = Path(sys.executable).with_name("made-serve")
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [made_serve, "--model", mixed_artifact, "--host", "127.0.0.1", "--port", str(port)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", process, log)
-        client = triton_http.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=30.0)
+    with made_serve(mixed_artifact, tmp_path_factory.mktemp("mixed-serve") / "serve.log") as at:
+        client = triton_http.InferenceServerClient(at, network_timeout=30.0)
         yield client
         client.close()
-    finally:
-        stop(process, signal.SIGTERM, 30.0)
 
 
 @pytest.mark.parametrize("datatype", ["INT32", "UINT8", "FP32", "FP64"])

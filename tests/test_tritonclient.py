@@ -2,9 +2,6 @@
 process: health, metadata, and inference with JSON and binary tensors (the client sends no
 Content-Type), every answer equal to ``/v1/log-likelihood`` for the same rows."""
 
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -17,29 +14,17 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from service.contract.artifact import Manifest, read_manifest
-from tests.servers import free_port, stop, wait_ready
+from tests.servers import made_serve
 
 pytestmark = pytest.mark.slow
-MADE_SERVE = Path(sys.executable).with_name("made-serve")
-START_DEADLINE_S = 60.0
 DTYPES = {"FP32": np.float32, "INT32": np.int32, "BOOL": np.bool_}
 
 
 @pytest.fixture(scope="module")
 def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``127.0.0.1:PORT`` of a made-serve process serving the tiny artifact, once it is ready."""
-    port, log = free_port(), tmp_path_factory.mktemp("triton") / "serve.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [MADE_SERVE, "--model", tiny_artifact, "--host", "127.0.0.1", "--port", str(port)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", process, log)
-        yield f"127.0.0.1:{port}"
-    finally:
-        stop(process, signal.SIGTERM, 30.0)
+    with made_serve(tiny_artifact, tmp_path_factory.mktemp("triton") / "serve.log") as address:
+        yield address
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ sampler.
 """
 
 import itertools
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numba
@@ -153,17 +154,16 @@ def _unit_degrees(weight: np.ndarray) -> np.ndarray:
     return last.astype(np.int64)
 
 
-class Sampler:
-    """Exact sampling for a whole pool, laid out once at load time.
+class MixtureSampling(ABC):
+    """Mixture samples from a sampler's ``draw``: the binary and the schema sampler share it."""
 
-    With at most one hidden layer the blocked plan holds everything, so the members' masked
-    weights are not kept a second time (tens of MB for Fashion-MNIST models).
-    """
+    dim: int
 
-    def __init__(self, nets: list[MemberNet]):
-        self.plan = sampler_plan(nets)
-        self._nets = nets if self.plan is None else []
-        self.dim = len(nets[0].ordering)
+    @abstractmethod
+    def draw(
+        self, members: np.ndarray, given: np.ndarray, uniforms: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Row i from member ``members[i]``, given entries kept: x [n, D] and log weights [n]."""
 
     def sample_mixture(
         self, weights: np.ndarray, num_samples: int, rng: np.random.Generator
@@ -174,6 +174,19 @@ class Sampler:
         uniforms = rng.random((num_samples, self.dim))
         given = np.full((num_samples, self.dim), np.nan, dtype=np.float32)
         return self.draw(members, given, uniforms)[0]
+
+
+class Sampler(MixtureSampling):
+    """Exact sampling for a whole pool, laid out once at load time.
+
+    With at most one hidden layer the blocked plan holds everything, so the members' masked
+    weights are not kept a second time (tens of MB for Fashion-MNIST models).
+    """
+
+    def __init__(self, nets: list[MemberNet]):
+        self.plan = sampler_plan(nets)
+        self._nets = nets if self.plan is None else []
+        self.dim = len(nets[0].ordering)
 
     def draw(
         self, members: np.ndarray, given: np.ndarray, uniforms: np.ndarray

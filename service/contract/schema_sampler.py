@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from service.contract.sampler import MemberNet
+from service.contract.sampler import MemberNet, MixtureSampling
 from service.contract.schema import Dimension, Schema
 
 _BLAS = ThreadpoolController()
@@ -61,7 +61,7 @@ def sorted_layer(net: MemberNet, schema: Schema) -> SortedLayer:
     )
 
 
-class SchemaSampler:
+class SchemaSampler(MixtureSampling):
     """Exact sampling for a pool of members of one schema."""
 
     def __init__(self, nets: list[MemberNet], schema: Schema):
@@ -71,15 +71,6 @@ class SchemaSampler:
         self.layers = (
             [sorted_layer(net, schema) for net in nets] if len(nets[0].hidden) == 1 else None
         )
-
-    def sample_mixture(
-        self, weights: np.ndarray, num_samples: int, rng: np.random.Generator
-    ) -> np.ndarray:
-        """[n, D] exact mixture samples: a member by its weight, then ancestral sampling."""
-        members = rng.choice(len(weights), size=num_samples, p=weights)
-        uniforms = rng.random((num_samples, self.dim))
-        given = np.full((num_samples, self.dim), np.nan, dtype=np.float32)
-        return self.draw(members, given, uniforms)[0]
 
     def draw(
         self, members: np.ndarray, given: np.ndarray, uniforms: np.ndarray
