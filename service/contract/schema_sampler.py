@@ -83,7 +83,7 @@ class SchemaSampler(MixtureSampling):
         # Small products: one BLAS thread, as in the binary sampler.
         with _BLAS.limit(limits=1, user_api="blas"):
             if self.layers is not None:
-                return self._lockstep(members, given, uniforms)
+                return self._lockstep(self.layers, members, given, uniforms)
             for k in np.unique(members):
                 rows = np.flatnonzero(members == k)
                 x[rows], log_weight[rows] = self._member(
@@ -109,13 +109,16 @@ class SchemaSampler(MixtureSampling):
         return value
 
     def _lockstep(
-        self, members: np.ndarray, given: np.ndarray, uniforms: np.ndarray
+        self,
+        layers: list[SortedLayer],
+        members: np.ndarray,
+        given: np.ndarray,
+        uniforms: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """One hidden layer: every member's rows step together, so that when the dimensions the
         members draw at step t have the same family and size (a grey-level image's pixels do),
         one ``Schema.draw`` serves them all."""
-        schema, layers = self.schema, self.layers
-        assert layers is not None
+        schema = self.schema
         n = len(given)
         owners = [int(k) for k in np.unique(members)]
         rows = [np.flatnonzero(members == k) for k in owners]
