@@ -36,7 +36,6 @@ from service.contract.schema import (
     Dimension,
     Ordinal,
     Schema,
-    binary_schema,
 )
 
 DIGITS_THRESHOLD = 8  # digits pixels are 0..16; a pixel is on when >= 8
@@ -89,11 +88,6 @@ class Dataset:
     @property
     def dim(self) -> int:
         return int(self.train.shape[1])
-
-    @property
-    def full_schema(self) -> Schema:
-        """``schema``, or the all-Bernoulli schema of the binary sources."""
-        return self.schema if self.schema is not None else binary_schema(self.dim)
 
     def split_sizes(self) -> dict[str, int]:
         sizes = {split: len(self.split(split)) for split in SPLITS}

@@ -158,7 +158,6 @@ def test_binary_files_stay_binary_without_a_schema(tmp_path):
     data = load_dataset("files", tmp_path / "rows.npy")
     assert data.schema is None and data.schema_origin is None
     assert data.binarization == "given as 0/1"
-    assert data.full_schema == Schema.binary(3)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ The numpy math here (float64) is the reference the trainer's torch loss, the gra
 are checked against. Values are level indices as floats: [B, D], NaN for a missing entry.
 """
 
-import functools
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -116,10 +115,6 @@ class Schema:
         self.unit_scales = np.array(scales)
         self.unit_shifts = np.array(shifts)
 
-    @classmethod
-    def binary(cls, dim: int) -> "Schema":
-        return cls([Bernoulli()] * dim)
-
     @property
     def input_units(self) -> int:
         return int(self.input_offsets[-1])
@@ -127,10 +122,6 @@ class Schema:
     @property
     def output_units(self) -> int:
         return int(self.output_offsets[-1])
-
-    @property
-    def is_binary(self) -> bool:
-        return all(isinstance(d, Bernoulli) for d in self.dimensions)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Schema) and self.dimensions == other.dimensions
@@ -357,8 +348,3 @@ def discretized_logistic_log_prob(
     weighted = component + _log_softmax(np.broadcast_to(logits, component.shape))
     peak = weighted.max(axis=-1, keepdims=True)
     return (peak + np.log(np.exp(weighted - peak).sum(axis=-1, keepdims=True)))[..., 0]
-
-
-@functools.cache
-def binary_schema(dim: int) -> Schema:
-    return Schema.binary(dim)
