@@ -4,9 +4,10 @@ Step t draws the dimension at position t of each member's ordering by inverting 
 CDF at the uniform of column t (``Schema.draw``); the first hidden layer's pre-activations are
 updated by the drawn value's input units only, so a step costs the output units of one
 dimension, not a forward pass. With one hidden layer (the presets) each member's hidden units
-are sorted by degree once, so that step t reads only the units it may (degree <= t) and updates
-only those that may still change (degree > t), about half of them each; and all members step
-together, so that one draw serves every row when the dimensions they draw are alike. Given
+are sorted by degree once, so that step t reads only the units it may (degree <= t), and each
+unit is computed once, at the step its degree is reached, from the inputs drawn by then (a
+whole sample costs one first-layer product); and all members step together, so that one draw
+serves every row when the dimensions they draw are alike. Given
 entries are kept, and their conditionals summed into the log importance weight, as the binary
 sampler does: the same ``draw`` interface serves samples, completions and the importance-sampling
 estimators.
@@ -130,12 +131,12 @@ class SchemaSampler(MixtureSampling):
         x = np.zeros((n, self.dim), dtype=np.float32)
         encoded = np.zeros((n, schema.input_units), dtype=np.float32)
         log_weight = np.zeros(n, dtype=np.float64)
-        pre = [
-            np.broadcast_to(layers[k].bias, (len(r), len(layers[k].bias))).copy()
+        # The rectified units, each computed once, when its degree is reached: it then reads
+        # only drawn dimensions, so one small product over the inputs drawn so far gives it.
+        final = [
+            np.zeros((len(r), len(layers[k].bias)), dtype=np.float32)
             for k, r in zip(owners, rows, strict=True)
         ]
-        # The rectified units, filled in as they become final (their degree reached).
-        final = [np.zeros_like(p) for p in pre]
         kinds = [draw_kind(d) for d in schema.dimensions]
         for t in range(self.dim):
             dims = [int(self.nets[k].ordering[t]) for k in owners]
@@ -144,7 +145,11 @@ class SchemaSampler(MixtureSampling):
                 d, layer, net = dims[g], layers[k], self.nets[k]
                 units = slice(schema.output_offsets[d], schema.output_offsets[d + 1])
                 ready, done = int(layer.ready[t]), int(layer.ready[t - 1]) if t else 0
-                np.maximum(pre[g][:, done:ready], 0.0, out=final[g][:, done:ready])
+                if ready > done:
+                    pre = (
+                        encoded[parts[g]] @ layer.in_weight[:, done:ready] + layer.bias[done:ready]
+                    )
+                    np.maximum(pre, 0.0, out=final[g][:, done:ready])
                 out = final[g][:, :ready] @ layer.out_weight[units, :ready].T + net.out_bias[units]
                 if net.direct is not None:
                     out = out + encoded[parts[g]] @ net.direct[units].T
@@ -165,9 +170,6 @@ class SchemaSampler(MixtureSampling):
                 x[part, d] = value
                 inputs = slice(schema.input_offsets[d], schema.input_offsets[d + 1])
                 encoded[part, inputs] = schema.encode_dimension(d, value)
-                ready = int(layers[k].ready[t])
-                # Units of degree <= t read nothing at position t or after: they are final.
-                pre[g][:, ready:] += encoded[part, inputs] @ layers[k].in_weight[inputs, ready:]
         out_x = np.empty_like(x)
         out_w = np.empty_like(log_weight)
         out_x[grouped], out_w[grouped] = x, log_weight
