@@ -297,7 +297,10 @@ def _own_files(path: Path) -> Dataset:
         files = {"rows": path}
         schema_file = path.with_suffix(SCHEMA_SUFFIX)
     declared = _read_schema_file(schema_file) if schema_file.is_file() else None
-    values = {key: _read_values(file, declared, schema_file) for key, file in files.items()}
+    labelled = _labelled_columns(declared) if declared is not None else _string_columns(files)
+    values = {
+        key: _read_values(file, labelled, declared, schema_file) for key, file in files.items()
+    }
     for key, array in values.items():
         _check_rows_shape(array, str(files[key]))
     dims = {key: int(array.shape[1]) for key, array in values.items()}
@@ -308,7 +311,7 @@ def _own_files(path: Path) -> Dataset:
             _check_levels(array, declared, str(files[key]), schema_file)
         schema, origin = declared, str(schema_file)
     else:
-        schema = _infer_schema({str(files[key]): array for key, array in values.items()})
+        schema = _infer_schema({str(files[key]): array for key, array in values.items()}, labelled)
         origin = None if schema is None else "inferred"
     rows = {
         key: MappedRows(array) if files[key].suffix == ".npy" else array.astype(np.float32)
@@ -361,17 +364,22 @@ def _read_schema_file(path: Path) -> Schema:
         raise DataError(f"schema file {path}: {exc}") from exc
 
 
-def _infer_schema(values: dict[str, np.ndarray]) -> Schema | None:
+def _infer_schema(values: dict[str, np.ndarray], labelled: dict[int, list[str]]) -> Schema | None:
     """The schema of rows given without a schema file: None (binary, as always) when every value
-    is 0 or 1; else a column whose values are all 0/1 is Bernoulli and one whose largest value is
+    is 0 or 1; else a column of strings (``labelled``, read as label indices) is categorical with
+    those labels, a column whose values are all 0/1 is Bernoulli and one whose largest value is
     m > 1 is ordinal with m + 1 levels. Every split's values count, not only train's: a test value
     above train's largest would otherwise be refused after the schema was fixed."""
     maxima = np.max([_column_maxima(array, where) for where, array in values.items()], axis=0)
-    if (maxima <= 1).all():
+    if (maxima <= 1).all() and not labelled:
         return None
     dimensions = [
-        Bernoulli() if m <= 1 else Ordinal(levels=int(m) + 1, components=ORDINAL_COMPONENTS)
-        for m in maxima
+        Categorical(classes=len(labelled[col]), labels=labelled[col])
+        if col in labelled
+        else Bernoulli()
+        if m <= 1
+        else Ordinal(levels=int(m) + 1, components=ORDINAL_COMPONENTS)
+        for col, m in enumerate(maxima)
     ]
     try:
         return Schema(dimensions)
@@ -474,9 +482,11 @@ def _split_file(folder: Path, split: str) -> Path:
     raise DataError(f"{folder} has no {split}.npy or {split}.csv")
 
 
-def _read_values(path: Path, schema: Schema | None, schema_file: Path) -> np.ndarray:
+def _read_values(
+    path: Path, labelled: dict[int, list[str]], schema: Schema | None, schema_file: Path
+) -> np.ndarray:
     """A file's raw values: a .npy memory-mapped, a .csv read as float64 (its cells numbers, or a
-    label of a labelled categorical column of ``schema``)."""
+    label of a ``labelled`` column, read as its index)."""
     if not path.is_file():
         raise DataError(f"{path} does not exist")
     if path.suffix == ".npy":
@@ -485,15 +495,54 @@ def _read_values(path: Path, schema: Schema | None, schema_file: Path) -> np.nda
         except (OSError, ValueError) as exc:
             raise DataError(f"{path} is not a readable .npy array of numbers: {exc}") from exc
     if path.suffix == ".csv":
-        return _read_csv(path, schema, schema_file)
+        return _read_csv(path, labelled, schema, schema_file)
     raise DataError(f"{path}: expected a .npy or .csv file")
 
 
-def _read_csv(
-    path: Path, schema: Schema | None = None, schema_file: Path | None = None
-) -> np.ndarray:
-    """A headerless CSV of numbers; with a schema, a labelled categorical column's cells may also
-    be its labels, read as their class indices."""
+def _labelled_columns(schema: Schema) -> dict[int, list[str]]:
+    """The labels of each labelled categorical column of a declared schema."""
+    return {
+        col: dimension.labels
+        for col, dimension in enumerate(schema.dimensions)
+        if isinstance(dimension, Categorical) and dimension.labels is not None
+    }
+
+
+def _string_columns(files: dict[str, Path]) -> dict[int, list[str]]:
+    """Without a schema file: the CSV columns holding a cell that is not a number, each with its
+    labels, every split's distinct cells sorted (so a test label is known). A column whose only
+    such cell is on the first line is refused as a header: these CSV files have none."""
+    cells = {path: _csv_cells(path) for path in files.values() if path.suffix == ".csv"}
+    labels: dict[int, set[str]] = {}
+    for path, rows in cells.items():
+        for r, row in enumerate(rows):
+            for c, cell in enumerate(row):
+                if c not in labels and not _is_number(cell):
+                    if r == 0 and all(_is_number(other[c]) for other in rows[1:]):
+                        raise DataError(
+                            f"{path}: row 0, column {c}: {cell!r} is not a number, and the "
+                            "column's other cells are: these CSV files have no header line "
+                            "(drop it, or name the columns in a schema file)"
+                        )
+                    labels[c] = set()
+    for rows in cells.values():
+        for row in rows:
+            for c, found in labels.items():
+                if c < len(row):  # (splits of other widths are refused after reading)
+                    found.add(row[c].strip())
+    return {c: sorted(found) for c, found in sorted(labels.items())}
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_cells(path: Path) -> list[list[str]]:
+    """A headerless CSV's cells, refusing ragged rows."""
     with path.open(newline="") as handle:
         rows = [row for row in csv.reader(handle) if row]
     widths = {len(row) for row in rows}
@@ -503,12 +552,21 @@ def _read_csv(
             f"{path}: ragged rows, line {first + 1} has {len(rows[first])} values, "
             f"line 1 has {len(rows[0])}"
         )
-    labels: dict[int, dict[str, int]] = {}
+    return rows
+
+
+def _read_csv(
+    path: Path,
+    labelled: dict[int, list[str]],
+    schema: Schema | None = None,
+    schema_file: Path | None = None,
+) -> np.ndarray:
+    """A headerless CSV of numbers; a ``labelled`` column's cells may also be its labels, read
+    as their class indices."""
+    rows = _csv_cells(path)
     if schema is not None and rows:
         _check_width(len(rows[0]), schema, str(path), schema_file or path)
-        for col, dimension in enumerate(schema.dimensions):
-            if isinstance(dimension, Categorical) and dimension.labels is not None:
-                labels[col] = {label: i for i, label in enumerate(dimension.labels)}
+    labels = {col: {label: i for i, label in enumerate(names)} for col, names in labelled.items()}
 
     def cell_value(col: int, cell: str) -> float:
         if col in labels and cell.strip() in labels[col]:

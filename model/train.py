@@ -26,7 +26,7 @@ from model.rows import Rows
 from service.contract.artifact import DataInfo, SplitMetrics
 from service.contract.masks import MaskPool, draw_pool
 from service.contract.mixture import fit_em_weights, mixture_log_prob
-from service.contract.schema import Dimension, Schema
+from service.contract.schema import Categorical, Dimension, Schema
 
 log = logging.getLogger(__name__)
 
@@ -416,6 +416,13 @@ class Trainer:
                     self.data.schema_origin or "the source's",
                     self.data.schema.describe(),
                 )
+                for col, dimension in enumerate(self.data.schema.dimensions):
+                    if isinstance(dimension, Categorical) and dimension.labels is not None:
+                        log.info(
+                            "column %s: labels %s",
+                            self.data.schema.column(col),
+                            ", ".join(dimension.labels),
+                        )
         while self.epoch < self.config.epochs and self.epochs_since_best < self.config.patience:
             started = time.perf_counter()
             train_nll = self._train_epoch()

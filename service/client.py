@@ -59,7 +59,9 @@ class LogLikelihood:
 
 @dataclass(frozen=True)
 class Completions:
-    completions: np.ndarray  # [B, n, D] uint8 (uint16 for levels past 255)
+    # [B, n, D] uint8 (uint16 for levels past 255); with labels=True an object array, a
+    # labelled column's entries its labels
+    completions: np.ndarray
     method: tuple[str, ...]  # [B]
     effective_sample_size: np.ndarray  # [B], NaN where exact
     seed: int
@@ -69,7 +71,7 @@ class Completions:
 
 @dataclass(frozen=True)
 class Samples:
-    samples: np.ndarray  # [n, D] uint8 (uint16 for levels past 255)
+    samples: np.ndarray  # [n, D] as Completions.completions
     seed: int
 
 
@@ -95,8 +97,11 @@ def _numbers_to_json(array: np.ndarray) -> np.ndarray:
     return cells
 
 
-def _levels(values: list) -> np.ndarray:
-    """Answered rows as the smallest unsigned type that holds them (uint8 for 0/1 and 8 bits)."""
+def _levels(values: list, labels: bool = False) -> np.ndarray:
+    """Answered rows as the smallest unsigned type that holds them (uint8 for 0/1 and 8 bits);
+    with labels, as objects (ints, and the labels of labelled columns)."""
+    if labels:
+        return np.asarray(values, dtype=object)
     array = np.asarray(values, dtype=np.int64)
     return array.astype(np.uint8 if array.size == 0 or array.max() <= 255 else np.uint16)
 
@@ -129,10 +134,14 @@ def _likelihood_body(
 
 
 def _complete_body(
-    inputs: ArrayLike, num_samples: int, num_particles: int | None, seed: int | None
+    inputs: ArrayLike, num_samples: int, num_particles: int | None, seed: int | None, labels: bool
 ) -> dict[str, Any]:
     return _body(
-        inputs=encode_rows(inputs), num_samples=num_samples, num_particles=num_particles, seed=seed
+        inputs=encode_rows(inputs),
+        num_samples=num_samples,
+        num_particles=num_particles,
+        seed=seed,
+        labels=labels or None,
     )
 
 
@@ -161,9 +170,9 @@ def _log_likelihood(data: dict[str, Any]) -> LogLikelihood:
     )
 
 
-def _completions(data: dict[str, Any]) -> Completions:
+def _completions(data: dict[str, Any], labels: bool) -> Completions:
     return Completions(
-        completions=_levels(data["completions"]),
+        completions=_levels(data["completions"], labels),
         method=tuple(data["method"]),
         effective_sample_size=_sizes(data["effective_sample_size"]),
         seed=data["seed"],
@@ -172,8 +181,8 @@ def _completions(data: dict[str, Any]) -> Completions:
     )
 
 
-def _samples(data: dict[str, Any]) -> Samples:
-    return Samples(_levels(data["samples"]), data["seed"])
+def _samples(data: dict[str, Any], labels: bool) -> Samples:
+    return Samples(_levels(data["samples"], labels), data["seed"])
 
 
 def _checked(response: httpx.Response) -> httpx.Response:
@@ -278,9 +287,11 @@ class MadeClient:
         num_samples: int = 1,
         num_particles: int | None = None,
         seed: int | None = None,
+        labels: bool = False,
     ) -> Completions:
-        body = _complete_body(inputs, num_samples, num_particles, seed)
-        return _completions(self._post(self.routes.of("complete"), body).json())
+        """``labels``: a labelled categorical column's values come back as its labels."""
+        body = _complete_body(inputs, num_samples, num_particles, seed, labels)
+        return _completions(self._post(self.routes.of("complete"), body).json(), labels)
 
     def complete_png(
         self, inputs: ArrayLike, num_samples: int = 1, seed: int | None = None
@@ -289,9 +300,12 @@ class MadeClient:
         body = _body(inputs=encode_rows(inputs), num_samples=num_samples, seed=seed, format="png")
         return self._post(self.routes.of("complete"), body).content
 
-    def sample(self, num_samples: int = 1, seed: int | None = None) -> Samples:
-        body = _body(num_samples=num_samples, seed=seed)
-        return _samples(self._post(self.routes.of("sample"), body).json())
+    def sample(
+        self, num_samples: int = 1, seed: int | None = None, labels: bool = False
+    ) -> Samples:
+        """``labels``: a labelled categorical column's values come back as its labels."""
+        body = _body(num_samples=num_samples, seed=seed, labels=labels or None)
+        return _samples(self._post(self.routes.of("sample"), body).json(), labels)
 
     def sample_png(self, num_samples: int = 1, seed: int | None = None) -> bytes:
         body = _body(num_samples=num_samples, seed=seed, format="png")
@@ -363,13 +377,16 @@ class AsyncMadeClient:
         num_samples: int = 1,
         num_particles: int | None = None,
         seed: int | None = None,
+        labels: bool = False,
     ) -> Completions:
-        body = _complete_body(inputs, num_samples, num_particles, seed)
-        return _completions((await self._post(self.routes.of("complete"), body)).json())
+        body = _complete_body(inputs, num_samples, num_particles, seed, labels)
+        return _completions((await self._post(self.routes.of("complete"), body)).json(), labels)
 
-    async def sample(self, num_samples: int = 1, seed: int | None = None) -> Samples:
-        body = _body(num_samples=num_samples, seed=seed)
-        return _samples((await self._post(self.routes.of("sample"), body)).json())
+    async def sample(
+        self, num_samples: int = 1, seed: int | None = None, labels: bool = False
+    ) -> Samples:
+        body = _body(num_samples=num_samples, seed=seed, labels=labels or None)
+        return _samples((await self._post(self.routes.of("sample"), body)).json(), labels)
 
     async def aclose(self) -> None:
         await self.http.aclose()

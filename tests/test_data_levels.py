@@ -152,6 +152,44 @@ def test_inferred_schema_reads_every_split(tmp_path):
     np.testing.assert_array_equal(data.test[:], np.array(test, dtype=np.float32))
 
 
+def test_strings_are_inferred_as_categorical_with_every_splits_labels(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "train.csv").write_text("red,0,3\nblue,1,0\n blue ,1,2\n")
+    (folder / "valid.csv").write_text("red,0,1\n")
+    (folder / "test.csv").write_text("green,1,0\n2,0,1\n")  # labels only in test count too
+    data = load_dataset("files", folder)
+    assert data.schema_origin == "inferred"
+    labels = ["2", "blue", "green", "red"]  # sorted; a number in a column of strings is a label
+    assert data.schema == Schema(
+        [Categorical(classes=4, labels=labels), Bernoulli(), Ordinal(levels=4, components=5)]
+    )
+    np.testing.assert_array_equal(data.train[:], [[3, 0, 3], [1, 1, 0], [1, 1, 2]])
+    np.testing.assert_array_equal(data.test[:], [[2, 1, 0], [0, 0, 1]])
+
+
+def test_strings_with_binary_columns_are_not_binary(tmp_path):
+    (tmp_path / "rows.csv").write_text("yes,1\nno,0\n" * 10)
+    data = load_dataset("files", tmp_path / "rows.csv")
+    assert data.schema == Schema([Categorical(classes=2, labels=["no", "yes"]), Bernoulli()])
+
+
+def test_a_header_line_is_refused_not_taken_as_labels(tmp_path):
+    (tmp_path / "rows.csv").write_text("colour,size\nred,1\nblue,2\n")
+    with pytest.raises(DataError) as caught:
+        load_dataset("files", tmp_path / "rows.csv")
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'rows.csv'}: row 0, column 1: 'size' is not a number")
+    assert "no header line" in message
+
+
+def test_a_non_number_where_a_schema_declares_levels_is_named(tmp_path):
+    (tmp_path / "rows.csv").write_text("4,red,1\nfour,red,0\n")
+    write_schema(tmp_path / "rows.schema.json")
+    with pytest.raises(DataError, match=r"row 1, column 0 \('age_band'\): 'four' is not a numb"):
+        load_dataset("files", tmp_path / "rows.csv")
+
+
 def test_binary_files_stay_binary_without_a_schema(tmp_path):
     rows = (np.random.default_rng(2).random((50, 3)) < 0.5).astype(np.uint8)
     np.save(tmp_path / "rows.npy", rows)

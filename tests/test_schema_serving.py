@@ -315,6 +315,13 @@ def test_samples_and_completions_come_with_labels_when_asked(mixed_artifact: Pat
         body = {"inputs": [[1, None, 2, "d"]], "num_samples": 4, "seed": 1, "labels": True}
         completions = http.post("/v1/complete", json=body).json()["completions"][0]
         assert all(row[3] == "d" and row[0] == 1 and row[2] == 2 for row in completions)
+        # The Python client: levels by default, labels when asked.
+        levels = client.sample(16, seed=3)
+        assert levels.samples.dtype == np.uint8 and levels.samples.tolist() == plain
+        labelled = client.sample(16, seed=3, labels=True).samples
+        assert labelled.dtype == object and labelled.tolist() == named.json()["samples"]
+        done = client.complete([[1, None, 2, "d"]], num_samples=4, seed=1, labels=True)
+        assert done.completions.tolist() == [completions]
 
 
 def test_labels_on_a_model_without_any_are_refused_naming_the_field(tiny_artifact: Path) -> None:
