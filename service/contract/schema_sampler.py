@@ -162,11 +162,10 @@ class SchemaSampler(MixtureSampling):
                     schema.draw(d, p, uniforms[part, t])
                     for d, p, part in zip(dims, params, parts, strict=True)
                 ]
-            for g, k in enumerate(owners):
-                d, part = dims[g], parts[g]
-                value = self._kept(d, drawn[g], given[part], observed[part])
-                if value is not drawn[g]:
-                    log_weight[part] += self._given_log_prob(d, params[g], value, observed[part])
+            for d, part, draws, out in zip(dims, parts, drawn, params, strict=True):
+                value = self._kept(d, draws, given[part], observed[part])
+                if value is not draws:
+                    log_weight[part] += self._given_log_prob(d, out, value, observed[part])
                 x[part, d] = value
                 inputs = slice(schema.input_offsets[d], schema.input_offsets[d + 1])
                 encoded[part, inputs] = schema.encode_dimension(d, value)
