@@ -178,7 +178,12 @@ def export_main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="estimate the product of experts' log Z for combination=product (minutes on D=784)",
     )
+    parser.add_argument("--quiet", action="store_true", help="no progress log")
     args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
     try:
         manifest, gap = export(
             load_trained(args.checkpoint), args.out, prune=args.prune, product=args.product

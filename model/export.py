@@ -5,6 +5,7 @@ evaluation of the trained weights by more than ``service.contract.parity``'s tol
 rows, the members' own samples and random rows.
 """
 
+import logging
 import math
 import shutil
 import tempfile
@@ -30,6 +31,8 @@ from service.contract.masks import MaskPool
 from service.contract.mixture import product_log_unnormalised
 from service.contract.sampler import MemberNet, Sampler, member_nets
 from service.contract.schema_sampler import SchemaSampler
+
+log = logging.getLogger(__name__)
 
 PARITY_ROWS = 256  # of each kind: real, sampled, random
 CALIBRATION_BATCH = 1024  # rows per onnxruntime call while scoring the calibration rows
@@ -201,6 +204,10 @@ def estimate_product_normaliser(
             log_z=0.0, standard_error=0.0, upper_bound=0.0, confidence=CONFIDENCE, num_samples=0
         )
     rng = np.random.default_rng(seed)
+    log.info(
+        "estimating the product of experts' normaliser from exact mixture samples, until its "
+        "relative standard error is below 1%% (one line per chunk)"
+    )
     estimate = estimate_log_normaliser(product_sampler(members, rng), bounded=True)
     return artifact.ProductNormaliser(
         log_z=estimate.log_z,
