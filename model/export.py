@@ -206,7 +206,7 @@ def estimate_product_normaliser(
     rng = np.random.default_rng(seed)
     log.info(
         "estimating the product of experts' normaliser from exact mixture samples, until its "
-        "relative standard error is below 1%% (one line per chunk)"
+        "relative standard error is below 1% (one line per chunk)"
     )
     estimate = estimate_log_normaliser(product_sampler(members, rng), bounded=True)
     return artifact.ProductNormaliser(
