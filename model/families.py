@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from service.contract.schema import MAX_LOG_SCALE, MIN_LOG_SCALE, Schema
+from service.contract.schema import HALF_LOG_TWO_PI, MAX_LOG_SCALE, MIN_LOG_SCALE, Schema
 
 
 class SchemaHead(nn.Module):
@@ -29,6 +29,8 @@ class SchemaHead(nn.Module):
         ]
         for i, group in enumerate(schema.groups):
             self.register_buffer(f"levels_{i}", torch.as_tensor(group.levels), persistent=False)
+            self.register_buffer(f"means_{i}", torch.as_tensor(group.means), persistent=False)
+            self.register_buffer(f"scales_{i}", torch.as_tensor(group.scales), persistent=False)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """[B, D] levels -> [B, I]: 0/1 as is, one-hot categoricals, ordinals scaled to [-1, 1]."""
@@ -48,6 +50,10 @@ class SchemaHead(nn.Module):
             elif family == "categorical":
                 log_p = torch.log_softmax(p, dim=-1)
                 terms = log_p.gather(-1, values.long().unsqueeze(-1)).squeeze(-1)
+            elif family == "gaussian_mixture":
+                means = getattr(self, f"means_{i}").to(x.dtype)
+                scales = getattr(self, f"scales_{i}").to(x.dtype)
+                terms = gaussian_mixture_log_density(values, p, means, scales)
             else:
                 levels = getattr(self, f"levels_{i}").to(x.dtype)
                 terms = discretized_logistic_log_prob(values, p, levels)
@@ -75,3 +81,19 @@ def discretized_logistic_log_prob(
     top = (levels - 1.0).unsqueeze(-1)
     component = torch.where(xs <= 0, first, torch.where(xs >= top, last, inner))
     return torch.logsumexp(component + torch.log_softmax(logits, dim=-1), dim=-1)
+
+
+def gaussian_mixture_log_density(
+    x: torch.Tensor, params: torch.Tensor, column_means: torch.Tensor, column_scales: torch.Tensor
+) -> torch.Tensor:
+    """log p(x) [B, n] of real values x [B, n] in the data's units under params [B, n, 3M] (M
+    logits, M means, M raw log-scales of the standardized value), each column's mean and scale
+    [n]: ``service.contract.schema.gaussian_mixture_log_density``."""
+    m = params.shape[-1] // 3
+    logits, means, raw = params[..., :m], params[..., m : 2 * m], params[..., 2 * m :]
+    z = ((x - column_means) / column_scales).unsqueeze(-1)
+    log_scale = raw.clamp(MIN_LOG_SCALE, MAX_LOG_SCALE)
+    standard = (z - means) * torch.exp(-log_scale)
+    component = -0.5 * standard**2 - log_scale - HALF_LOG_TWO_PI
+    log_z = torch.logsumexp(component + torch.log_softmax(logits, dim=-1), dim=-1)
+    return log_z - torch.log(column_scales)

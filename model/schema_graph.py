@@ -13,7 +13,13 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from service.contract import artifact
-from service.contract.schema import MAX_LOG_SCALE, MIN_LOG_SCALE, Group, Schema
+from service.contract.schema import (
+    HALF_LOG_TWO_PI,
+    MAX_LOG_SCALE,
+    MIN_LOG_SCALE,
+    Group,
+    Schema,
+)
 
 Node = Callable[..., str]
 SERIES_BELOW = 0.1  # log(1 - e^-d) by its series below this: 1 - e^-d loses digits in float32
@@ -85,8 +91,56 @@ def _group_log_prob(
         chosen = node("Mul", [log_p, one_hot], f"{g}_chosen")
         axes = _constant(inits, f"{g}_axes", np.array([2, 3], dtype=np.int64))
         return node("ReduceSum", [chosen, axes], f"{g}_total", keepdims=0)
-    terms = _discretized_logistic(g, group, p, x_last, node, inits)  # [K, B, n]
+    if group.family == "gaussian_mixture":
+        terms = _gaussian_mixture(g, group, p, x_last, node, inits)  # [K, B, n]
+    else:
+        terms = _discretized_logistic(g, group, p, x_last, node, inits)  # [K, B, n]
     return node("ReduceSum", [terms, sum_over_dims], f"{g}_total", keepdims=0)
+
+
+def _gaussian_mixture(
+    g: str, group: Group, p: str, x: str, node: Node, inits: list[onnx.TensorProto]
+) -> str:
+    """[K, B, n] log densities of real values x [B, n, 1] (data units) under params
+    [K, B, n, 3M] (``service.contract.schema.gaussian_mixture_log_density``)."""
+    m = group.units.shape[1] // 3
+
+    def part(j: int) -> str:
+        index = _constant(inits, f"{g}_part{j}", np.arange(j * m, (j + 1) * m, dtype=np.int64))
+        return node("Gather", [p, index], f"{g}_part{j}_values", axis=3)
+
+    def f32(name: str, value: np.ndarray | float) -> str:
+        return _constant(inits, f"{g}_{name}", np.asarray(value, dtype=np.float32))
+
+    logits, means, raw = part(0), part(1), part(2)
+    # (x - mean) first: exact for values near the mean, where x / scale - mean / scale would
+    # cancel in float32.
+    centred = node("Sub", [x, f32("column_means", group.means[:, None])], f"{g}_centred")
+    z = node("Mul", [centred, f32("inv_column_scales", 1.0 / group.scales[:, None])], f"{g}_z")
+    log_scale = node(
+        "Clip",
+        [raw, f32("min_log_scale", MIN_LOG_SCALE), f32("max_log_scale", MAX_LOG_SCALE)],
+        f"{g}_log_scale",
+    )
+    inv_scale = node("Exp", [node("Neg", [log_scale], f"{g}_neg_log_scale")], f"{g}_inv_scale")
+    standard = node("Mul", [node("Sub", [z, means], f"{g}_offset"), inv_scale], f"{g}_standard")
+    square = node("Mul", [standard, standard], f"{g}_square")
+    component = node(
+        "Sub",
+        [
+            node("Mul", [square, f32("minus_half", -0.5)], f"{g}_half_square"),
+            node("Add", [log_scale, f32("half_log_two_pi", HALF_LOG_TWO_PI)], f"{g}_norm"),
+        ],
+        f"{g}_component",
+    )
+    weighted = node(
+        "Add",
+        [component, node("LogSoftmax", [logits], f"{g}_log_weights", axis=-1)],
+        f"{g}_weighted",
+    )
+    log_z = node("ReduceLogSumExp", [weighted], f"{g}_log_z", axes=[3], keepdims=0)
+    jacobian = f32("log_column_scales", np.log(group.scales)[None, :])
+    return node("Sub", [log_z, jacobian], f"{g}_terms")
 
 
 def _discretized_logistic(

@@ -26,8 +26,15 @@ _BLAS = ThreadpoolController()
 
 
 def draw_kind(dimension: Dimension) -> tuple:
-    """What ``Schema.draw`` reads of a dimension: dimensions of one kind draw alike."""
-    return (dimension.family, dimension.levels, getattr(dimension, "components", 0))
+    """What ``Schema.draw`` reads of a dimension: dimensions of one kind draw alike (a real
+    number's draw is in its column's units, so its standardization counts)."""
+    return (
+        dimension.family,
+        dimension.levels,
+        getattr(dimension, "components", 0),
+        getattr(dimension, "mean", 0.0),
+        getattr(dimension, "scale", 1.0),
+    )
 
 
 @dataclass(frozen=True)
@@ -186,8 +193,7 @@ class SchemaSampler(MixtureSampling):
         """[n] log p(x_d | x_<d) of the given entries of dimension d (0 elsewhere)."""
         seen = observed[:, d]
         terms = np.zeros(len(value))
-        chosen = self.schema.level_log_probs(d, params[seen])
-        terms[seen] = chosen[np.arange(int(seen.sum())), value[seen].astype(int)]
+        terms[seen] = self.schema.dimension_log_prob(d, params[seen], value[seen])
         return terms
 
     def _member(
