@@ -426,6 +426,7 @@ def _check_levels(values: np.ndarray, schema: Schema, where: str, schema_file: P
                 "bernoulli": "0 or 1",
                 "categorical": f"a class 0..{dimension.levels - 1}",
                 "ordinal": f"a level 0..{dimension.levels - 1}",
+                "gaussian_mixture": "a finite number",
             }[dimension.family]
             raise DataError(
                 f"{where}: row {start + row}, column {schema.column(col)}: found "

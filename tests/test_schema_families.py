@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from scipy import stats
 
 from model.made import MADE
 from model.onnx_graph import build_graph
@@ -17,6 +18,7 @@ from service.contract.sampler import member_nets
 from service.contract.schema import (
     Bernoulli,
     Categorical,
+    GaussianMixture,
     Ordinal,
     Schema,
     discretized_logistic_log_prob,
@@ -33,6 +35,17 @@ MIXED = Schema(
 )
 WIDE = Schema(
     [Ordinal(levels=256, components=3), Bernoulli(), Categorical(classes=17), Ordinal(levels=17)]
+)
+
+# A table: real columns (one far from 0 in its own units, one very narrow) among discrete ones.
+TABLE = Schema(
+    [
+        GaussianMixture(name="income", components=3, mean=5e4, scale=2e4),
+        Categorical(name="job", classes=3, labels=["a", "b", "c"]),
+        GaussianMixture(name="ratio", components=2, mean=-1.0, scale=0.01),
+        Bernoulli(name="flag"),
+        Ordinal(name="size", levels=5, components=2),
+    ]
 )
 
 EXTREME_MEANS = [-1e4, -3.0, -1.0, -0.999, 0.0, 0.42, 1.0, 3.0, 1e4]
@@ -110,24 +123,27 @@ def made(schema: Schema, hidden: list[int], members: int = 3, seed: int = 0) -> 
     return model
 
 
+@pytest.mark.parametrize("schema", [WIDE, TABLE], ids=["wide", "table"])
 @pytest.mark.parametrize("hidden", [[], [12], [12, 9]], ids=["none", "one", "two"])
-def test_torch_loss_equals_the_float64_reference(hidden: list[int]) -> None:
-    model = made(WIDE, hidden)
-    rows = WIDE.random_rows(40, np.random.default_rng(2)).astype(np.float64)
+def test_torch_loss_equals_the_float64_reference(schema: Schema, hidden: list[int]) -> None:
+    model = made(schema, hidden)
+    rows = schema.random_rows(40, np.random.default_rng(2)).astype(np.float64)
     x = torch.as_tensor(rows)
     for k in range(model.num_members):
         with torch.no_grad():
             outputs = model(x, k).numpy()
             torch_lp = model.log_prob(x, k).numpy()
-        np.testing.assert_allclose(torch_lp, WIDE.log_terms(outputs, rows).sum(axis=1), atol=1e-9)
+        reference = schema.log_terms(outputs, rows).sum(axis=1)
+        np.testing.assert_allclose(torch_lp, reference, rtol=1e-12, atol=1e-9)
 
 
+@pytest.mark.parametrize("schema", [MIXED, TABLE], ids=["mixed", "table"])
 @pytest.mark.parametrize("hidden", [[], [10], [10, 7]], ids=["none", "one", "two"])
-def test_every_output_unit_reads_only_earlier_dimensions(hidden: list[int]) -> None:
+def test_every_output_unit_reads_only_earlier_dimensions(schema: Schema, hidden: list[int]) -> None:
     """By gradients: d(output unit of dimension d) / d(input unit of dimension e) is zero unless
     e comes before d in the member's ordering, for every unit of multi-unit dimensions."""
-    model = made(MIXED, hidden)
-    encoded = torch.as_tensor(MIXED.encode(MIXED.random_rows(1, np.random.default_rng(3))))
+    model = made(schema, hidden)
+    encoded = torch.as_tensor(schema.encode(schema.random_rows(1, np.random.default_rng(3))))
     for k in range(model.num_members):
 
         def network(inputs: torch.Tensor, k: int = k) -> torch.Tensor:
@@ -139,7 +155,7 @@ def test_every_output_unit_reads_only_earlier_dimensions(hidden: list[int]) -> N
         jacobian = torch.autograd.functional.jacobian(network, encoded)[0, :, 0].numpy()
         position = input_degrees(model.pool.orderings[k])
         later = (
-            position[MIXED.input_unit_dims][None, :] >= position[MIXED.output_unit_dims][:, None]
+            position[schema.input_unit_dims][None, :] >= position[schema.output_unit_dims][:, None]
         )
         assert not jacobian[later].any()
         assert jacobian[~later].any()  # and it does read what it may
@@ -164,7 +180,7 @@ def test_mask_products_connect_only_earlier_dimensions(hidden: list[int]) -> Non
         assert not paths[later].any()
 
 
-@pytest.mark.parametrize("schema", [MIXED, WIDE], ids=["mixed", "wide"])
+@pytest.mark.parametrize("schema", [MIXED, WIDE, TABLE], ids=["mixed", "wide", "table"])
 @pytest.mark.parametrize("hidden", [[], [16], [16, 8]], ids=["none", "one", "two"])
 def test_graph_matches_torch_and_the_float64_reference(schema: Schema, hidden: list[int]) -> None:
     model = made(schema, hidden).float()
@@ -183,26 +199,63 @@ def test_graph_matches_torch_and_the_float64_reference(schema: Schema, hidden: l
     assert parity.worst_gap(log_prob, reference).within
 
 
-def test_sampler_matches_full_forward_passes_fed_the_same_uniforms() -> None:
-    model = made(MIXED, [16], members=2).float()
+@pytest.mark.parametrize("schema", [MIXED, TABLE], ids=["mixed", "table"])
+def test_sampler_matches_full_forward_passes_fed_the_same_uniforms(schema: Schema) -> None:
+    model = made(schema, [16], members=2).float()
     weights = [layer.weight.detach().numpy() for layer in model.layers]
     biases = [layer.bias.detach().numpy() for layer in model.layers]
-    nets = member_nets(model.pool, weights, biases, model.direct.weight.detach().numpy(), MIXED)
+    nets = member_nets(model.pool, weights, biases, model.direct.weight.detach().numpy(), schema)
     rng = np.random.default_rng(6)
     n = 400
     members = rng.integers(0, 2, size=n)
-    uniforms = rng.random((n, MIXED.dim))
-    given = np.full((n, MIXED.dim), np.nan, dtype=np.float32)
-    x, _ = SchemaSampler(nets, MIXED).draw(members, given, uniforms)
+    uniforms = rng.random((n, schema.dim))
+    given = np.full((n, schema.dim), np.nan, dtype=np.float32)
+    x, _ = SchemaSampler(nets, schema).draw(members, given, uniforms)
     reference = np.zeros_like(x)
     with torch.no_grad():
         for i in range(n):
             k = int(members[i])
             for t, d in enumerate(model.pool.orderings[k]):
                 outputs = model(torch.as_tensor(reference[i : i + 1]), k).numpy()
-                units = outputs[:, MIXED.output_offsets[d] : MIXED.output_offsets[d + 1]]
-                reference[i, d] = MIXED.draw(int(d), units, uniforms[i : i + 1, t])[0]
-    assert np.array_equal(x, reference)
+                units = outputs[:, schema.output_offsets[d] : schema.output_offsets[d + 1]]
+                reference[i, d] = schema.draw(int(d), units, uniforms[i : i + 1, t])[0]
+    # Levels are drawn identically; real values agree to the float32 rounding of the two
+    # products, magnified by the sharpened weights (within 1e-3 of their column's scale).
+    discrete = ~schema.continuous
+    assert np.array_equal(x[:, discrete], reference[:, discrete])
+    gap = np.abs(x - reference)[:, ~discrete] / schema.scales[~discrete]
+    assert gap.max(initial=0.0) < 1e-3
+
+
+@pytest.mark.parametrize("d", [0, 2], ids=["income", "ratio"])
+def test_real_draws_follow_the_mixture_cdf(d: int) -> None:
+    """Draws of a real column from uniforms against its mixture's CDF in the data's units
+    (Kolmogorov-Smirnov), and not against a slightly shifted one."""
+    dimension = TABLE.dimensions[d]
+    rng = np.random.default_rng(d)
+    width = TABLE.output_offsets[d + 1] - TABLE.output_offsets[d]
+    m = width // 3
+    n = 20_000
+    for spread in (0.5, 2.0):
+        params = rng.normal(scale=spread, size=width)
+        values = TABLE.draw(d, np.broadcast_to(params, (n, width)), rng.random(n))
+        weights = np.exp(params[:m]) / np.exp(params[:m]).sum()
+        centres = dimension.mean + dimension.scale * params[m : 2 * m]
+        scales = dimension.scale * np.exp(np.clip(params[2 * m :], -7, 7))
+
+        mixture = (weights, centres, scales)
+        assert stats.kstest(values, lambda v, f=mixture: mixture_cdf(v, *f)).pvalue > 1e-3
+        mean = weights @ centres
+        shift = 0.1 * np.sqrt(weights @ (scales**2 + centres**2) - mean**2)  # a tenth of its sd
+        shifted = stats.kstest(values, lambda v, f=mixture, s=shift: mixture_cdf(v - s, *f))
+        assert shifted.pvalue < 1e-6
+
+
+def mixture_cdf(
+    values: np.ndarray, weights: np.ndarray, centres: np.ndarray, scales: np.ndarray
+) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64)[..., None]
+    return (weights * stats.norm.cdf(v, centres, scales)).sum(axis=-1)
 
 
 @pytest.mark.parametrize("d", range(WIDE.dim), ids=["ordinal-256", "bernoulli", "cat-17", "ord-17"])

@@ -252,8 +252,14 @@ class Schema:
         """[n] log p(x_d = values | x_<d) from dimension d's output units ``params`` [n, width]."""
         group = next(g for g in self.groups if d in g.dims)
         i = int(np.flatnonzero(group.dims == d)[0])
-        one = Group(group.family, group.dims[i : i + 1], group.units[i : i + 1],
-                    group.levels[i : i + 1], group.means[i : i + 1], group.scales[i : i + 1])
+        one = Group(
+            group.family,
+            group.dims[i : i + 1],
+            group.units[i : i + 1],
+            group.levels[i : i + 1],
+            group.means[i : i + 1],
+            group.scales[i : i + 1],
+        )
         x = np.asarray(values, dtype=np.float64)[:, None]
         return _group_log_prob(one, np.asarray(params, dtype=np.float64)[:, None, :], x)[:, 0]
 
@@ -377,7 +383,11 @@ def _group_log_prob(group: Group, params: np.ndarray, x: np.ndarray) -> np.ndarr
     m = params.shape[-1] // 3
     if group.family == "gaussian_mixture":
         return gaussian_mixture_log_density(
-            x, params[..., :m], params[..., m : 2 * m], params[..., 2 * m :], group.means,
+            x,
+            params[..., :m],
+            params[..., m : 2 * m],
+            params[..., 2 * m :],
+            group.means,
             group.scales,
         )
     return discretized_logistic_log_prob(
