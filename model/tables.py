@@ -267,8 +267,10 @@ def _refuse_constant_columns(frames: dict[str, pd.DataFrame], location: str) -> 
     whole = pd.concat(frames.values(), ignore_index=True)
     for column in whole.columns:
         if whole[column].nunique() < 2:
+            value = whole[column].iloc[0]
+            text = repr(value) if isinstance(value, str) else str(value)
             raise DataError(
-                f"{location}: column {column!r} holds the single value {whole[column].iloc[0]!r} "
+                f"{location}: column {column!r} holds the single value {text} "
                 "in every row: it tells nothing (and has no scale); drop it"
             )
 
