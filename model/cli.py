@@ -40,11 +40,18 @@ def train_parser() -> argparse.ArgumentParser:
         "--source",
         help="digits, fashion-mnist, mnist, idx, npz, files or packed (0/1 rows); digits-levels, "
         "digits-levels-categorical, fashion-mnist-8bit, mnist-8bit or idx-8bit (grey levels); "
-        "files with a schema file or levels",
+        "files with a schema file or levels; table (CSV/Parquet with a header), randhie, fair, "
+        "wine or breast-cancer (built-in tables)",
     )
     parser.add_argument(
         "--data-dir",
-        help="IDX folder, .npz file, .npy/.csv file or folder, or a folder of packed bits",
+        help="IDX folder, .npz file, .npy/.csv file or folder, a folder of packed bits, or a "
+        ".csv/.parquet table or folder of them",
+    )
+    parser.add_argument(
+        "--missing",
+        choices=["refuse", "drop"],
+        help="a table's rows with a missing cell: refuse them (default) or drop them",
     )
     parser.add_argument(
         "--hidden",
@@ -138,6 +145,7 @@ def train_main(argv: list[str] | None = None) -> int:
             "em_alpha",
             "seed",
             "calibration_fraction",
+            "missing",
         )
     }
     try:

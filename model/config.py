@@ -25,6 +25,8 @@ class TrainConfig:
     seed: int = 0
     # Validation rows held out for the conformal p-values (model.data.hold_out_calibration).
     calibration_fraction: float = 0.5
+    # A table's rows with a missing cell: "refuse" (an error naming the cell) or "drop" them.
+    missing: str = "refuse"
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -120,6 +122,27 @@ PRESETS: dict[str, TrainConfig] = {
         patience=60,
     ),
 }
+
+# Tables with a header (model.tables), their families inferred: every built-in table gets the same
+# network. Wine (142 training rows of 13 real-valued columns and the cultivar) trains 100 epochs in
+# about 13 s on 2 cores: test NLL 23.2 nats (uniform mixture) against 26.9 for independent
+# Gaussians and class frequencies; lr 3e-3 stopped at epoch 56 no better, 200 epochs no better.
+_TABLE = TrainConfig(
+    source="wine",
+    hidden_sizes=[256],
+    num_masks=8,
+    direct=True,
+    epochs=100,
+    batch_size=100,
+    learning_rate=1e-3,
+    patience=20,
+)
+PRESETS["tabular"] = _TABLE
+PRESETS["table-wine"] = _TABLE
+PRESETS["table-breast-cancer"] = replace(_TABLE, source="breast-cancer")  # 455 rows: seconds
+PRESETS["table-fair"] = replace(_TABLE, source="fair")  # 5,092 rows: about 0.25 s an epoch
+# 16,152 rows: 2 to 9 s an epoch on 2 shared cores, so 20 epochs (a few minutes).
+PRESETS["table-randhie"] = replace(_TABLE, source="randhie", epochs=20)
 
 
 def preset(name: str, **overrides: object) -> TrainConfig:

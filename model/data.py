@@ -12,6 +12,10 @@ unordered classes), ``fashion-mnist-8bit``, ``mnist-8bit`` and ``idx-8bit`` (IDX
 ordinal), and ``files`` with a schema file (``schema.json`` in a folder, ``<stem>.schema.json``
 next to a single file) or whose values are not all 0/1, for which a schema is inferred.
 
+Tables with a header (``model.tables``): ``table`` (a .csv/.parquet file or a folder of them) and
+the built-in ``randhie``, ``fair``, ``wine`` and ``breast-cancer``, their columns of any family
+(real-valued ones included), read with pandas.
+
 ``.npy`` files and packed folders stay on disk, memory-mapped (``model.rows``): they may be larger
 than memory, and are checked a chunk at a time. The other sources are read into memory.
 """
@@ -29,6 +33,7 @@ import pydantic
 
 from model.packed import PackedError, open_packed
 from model.rows import MappedRows, Rows, drop_pages, subset
+from model.table_sources import TABLE_SOURCES
 from service.contract.schema import (
     DEFAULT_COMPONENTS,
     Bernoulli,
@@ -99,8 +104,20 @@ class Dataset:
         return {"train": self.train, "valid": self.valid, "test": self.test}[name]
 
 
-def load_dataset(source: str, path: Path | None = None) -> Dataset:
-    """Load a named source; ``path`` is the folder or file for sources that need one."""
+def load_dataset(source: str, path: Path | None = None, missing: str = "refuse") -> Dataset:
+    """Load a named source; ``path`` is the folder or file for sources that need one.
+    ``missing`` ("refuse" or "drop"): what a table's rows with a missing cell get; the other
+    sources have no missing cells to drop."""
+    if source == "table" or source in TABLE_SOURCES:
+        from model.tables import load_builtin_table, load_table  # pandas, only for tables
+
+        if source in TABLE_SOURCES:
+            return load_builtin_table(source, missing)
+        if path is None:
+            raise DataError("source 'table' needs --data-dir, a .csv/.parquet file or a folder")
+        return load_table(Path(path), missing)
+    if missing != "refuse":
+        raise DataError(f"missing={missing!r} applies to tables only, not to source {source!r}")
     if source == "digits":
         return _digits()
     if source in ("digits-levels", "digits-levels-categorical"):
@@ -127,7 +144,8 @@ def load_dataset(source: str, path: Path | None = None) -> Dataset:
     raise DataError(
         f"unknown data source {source!r}; "
         "choose digits, digits-levels, digits-levels-categorical, fashion-mnist, mnist, idx, "
-        "fashion-mnist-8bit, mnist-8bit, idx-8bit, npz, files or packed"
+        "fashion-mnist-8bit, mnist-8bit, idx-8bit, npz, files, packed, table, "
+        f"{', '.join(TABLE_SOURCES)}"
     )
 
 

@@ -190,7 +190,9 @@ def pool_from_state(state: dict) -> MaskPool:
 
 def source_data(config: TrainConfig) -> Dataset:
     """The run's data source as it comes, every validation row included."""
-    return load_dataset(config.source, Path(config.data_dir) if config.data_dir else None)
+    return load_dataset(
+        config.source, Path(config.data_dir) if config.data_dir else None, config.missing
+    )
 
 
 def training_data(config: TrainConfig) -> Dataset:
