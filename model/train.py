@@ -335,7 +335,9 @@ class Trainer:
         """Continue from ``last.pt`` (every rank reads it); on any device, since it holds CPU
         tensors that loading copies to the model's and the optimizer's device."""
         state = torch.load(self.out_dir / LAST_CHECKPOINT, map_location="cpu", weights_only=True)
-        if state["config"] != self.config.to_dict():
+        # A checkpoint older than an option holds no value for it: the option's default then.
+        saved = {**TrainConfig().to_dict(), **state["config"]}
+        if saved != self.config.to_dict():
             raise ValueError(
                 f"{self.out_dir / LAST_CHECKPOINT} was written with another configuration; "
                 "resume with the same options or use a new --out"

@@ -67,6 +67,20 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkey
     np.testing.assert_allclose(a["test"]["members"], b["test"]["members"], rtol=1e-6)
 
 
+def test_a_checkpoint_older_than_an_option_resumes_with_its_default(tmp_path):
+    """last.pt written before ``missing`` existed resumes; a real difference is still refused."""
+    import torch
+
+    args = ["--epochs", "2", "--masks", "2", "--hidden", "16", "--quiet", "--seed", "3"]
+    assert train_main(["--out", str(tmp_path), *args]) == 0
+    checkpoint = tmp_path / "last.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    del state["config"]["missing"]
+    torch.save(state, checkpoint)
+    assert train_main(["--out", str(tmp_path), "--resume", *args]) == 0
+    assert train_main(["--out", str(tmp_path), "--resume", *args, "--lr", "0.5"]) != 0
+
+
 def test_seed_makes_runs_reproducible(tmp_path):
     args = ["--epochs", "2", "--masks", "2", "--hidden", "16", "--quiet", "--seed", "5"]
     assert train_main(["--out", str(tmp_path / "a"), *args]) == 0
