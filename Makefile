@@ -6,7 +6,7 @@ ARTIFACT ?= artifacts/digits
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint bench
+.PHONY: install run run-tabular test lint bench
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ $(ARTIFACT)/manifest.json: | $(BIN)/.installed
 
 run: $(BIN)/.installed $(ARTIFACT)/manifest.json
 	$(BIN)/made-serve --model $(ARTIFACT) --host $(HOST) --port $(PORT)
+
+# The second demo: a table (scikit-learn's wine: 13 real-valued columns and the class), trained
+# and exported when absent (about a minute), then served.
+TABULAR ?= artifacts/tabular
+$(TABULAR)/manifest.json: | $(BIN)/.installed
+	$(BIN)/made-train --preset tabular --out runs/tabular
+	$(BIN)/made-export runs/tabular/model.pt --out $(TABULAR) --product
+
+run-tabular: $(BIN)/.installed $(TABULAR)/manifest.json
+	$(BIN)/made-serve --model $(TABULAR) --host $(HOST) --port $(PORT)
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
