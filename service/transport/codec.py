@@ -75,14 +75,14 @@ def decode_rows(
     field: str = "inputs",
     schema: Schema | None = None,
 ) -> np.ndarray:
-    """JSON rows -> [B, D] float32 in {0, 1} (or levels of the ``schema``: integers, or a
-        labelled categorical's labels), NaN for null where ``allow_missing``.
+    """JSON rows -> [B, D] float32 in {0, 1} (or values of the ``schema``: integer levels, a
+    labelled categorical's labels, a continuous dimension's numbers), NaN for null where
+    ``allow_missing``.
 
-        Rows are flat (D values) or, for image models, image-shaped ([H][W] values); for a model
-    whose dimensions are all named, a row may also be an object keyed by column name. A real-valued
-    (continuous) dimension takes any number within its range (``service.transport.columns``).
-        ``may_hold_booleans=False`` is the caller's promise (from the raw body) that the rows hold no
-        JSON true/false, which numpy would otherwise silently read as 1/0.
+    Rows are flat (D values) or, for image models, image-shaped ([H][W] values); for a model
+    whose dimensions are all named, a row may also be an object keyed by column name.
+    ``may_hold_booleans=False`` is the caller's promise (from the raw body) that the rows hold no
+    JSON true/false, which numpy would otherwise silently read as 1/0.
     """
     if not isinstance(value, list) or not value:
         raise InvalidField((field,), "must be a non-empty array of rows")
