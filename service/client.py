@@ -1,9 +1,13 @@
 """A typed client for the /v1 API on httpx, sync and async: numpy arrays in, numpy arrays out.
 
 Rows are [B, D] (or [B, H, W] for image models) with entries 0 or 1 and NaN for a missing entry,
-which is sent as JSON null. Log-likelihoods are in nats.
+which is sent as JSON null. Log-likelihoods are in nats (for models with real-valued columns,
+log densities in the data's units, without bits per dimension). A pandas DataFrame is taken as
+rows keyed by column name, and answered with DataFrames; pandas is imported only then, so the
+client runs without it.
 """
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -42,7 +46,7 @@ class AnomalyOptions:
 @dataclass(frozen=True)
 class LogLikelihood:
     log_likelihood: np.ndarray  # [B] nats; of the observed entries for rows with NaN
-    bits_per_dim: np.ndarray  # [B]
+    bits_per_dim: np.ndarray | None  # [B]; None for densities (real-valued columns)
     method: tuple[str, ...]  # [B] "exact" or "importance"
     standard_error: np.ndarray  # [B] of the log estimate, 0 where exact
     effective_sample_size: np.ndarray  # [B], NaN where exact
@@ -59,26 +63,50 @@ class LogLikelihood:
 
 @dataclass(frozen=True)
 class Completions:
-    # [B, n, D] uint8 (uint16 for levels past 255); with labels=True an object array, a
-    # labelled column's entries its labels
-    completions: np.ndarray
+    # [B, n, D] uint8 (uint16 for levels past 255); float64 for a model with real-valued
+    # columns; with labels=True (or a tabular model's answer) an object array, a labelled
+    # column's entries its labels. As a frame: a DataFrame indexed by (row, sample).
+    completions: Any
     method: tuple[str, ...]  # [B]
     effective_sample_size: np.ndarray  # [B], NaN where exact
     seed: int
     particles_capped: tuple[bool, ...]  # [B] the particle cap bound: draws may repeat
     warning: str | None  # the server's explanation when a row was capped
+    # Tabular models: per row, {column: {class: estimated p(class | observed)}} for each
+    # categorical column the row lacks.
+    probabilities: list[dict[str, dict[str, float]]] | None = None
 
 
 @dataclass(frozen=True)
 class Samples:
-    samples: np.ndarray  # [n, D] as Completions.completions
+    samples: Any  # [n, D] as Completions.completions; a DataFrame as a frame
     seed: int
+
+
+def _is_frame(inputs: object) -> bool:
+    """Whether ``inputs`` is a pandas DataFrame, without importing pandas."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(inputs, pandas.DataFrame)
+
+
+def _pandas() -> Any:
+    try:
+        import pandas
+    except ImportError:  # pragma: no cover - the serve image has no pandas
+        raise ImportError("as_frame needs pandas: pip install pandas") from None
+    return pandas
 
 
 def encode_rows(inputs: ArrayLike) -> list:
     """Rows to JSON lists: whole numbers (0/1, or a schema model's levels) become ints, NaN
     becomes null, anything else is left for the server to refuse (so a 0.5 is reported, not
-    silently rounded). Strings (a labelled categorical's labels) are sent as they are."""
+    silently rounded). Strings (a labelled categorical's labels) are sent as they are. A
+    DataFrame's rows become objects keyed by its column names (NaN and None: null)."""
+    if _is_frame(inputs):
+        frame: Any = inputs
+        values = encode_rows(frame.astype(object).where(frame.notna(), None).to_numpy(object))
+        names = [str(column) for column in frame.columns]
+        return [dict(zip(names, row, strict=True)) for row in values]
     cells = np.asarray(inputs, dtype=object)
     labels = np.vectorize(lambda cell: isinstance(cell, str), otypes=[bool])(cells)
     numbers = np.where(labels | np.equal(cells, None), np.nan, cells).astype(np.float64)
@@ -99,11 +127,60 @@ def _numbers_to_json(array: np.ndarray) -> np.ndarray:
 
 def _levels(values: list, labels: bool = False) -> np.ndarray:
     """Answered rows as the smallest unsigned type that holds them (uint8 for 0/1 and 8 bits);
-    with labels, as objects (ints, and the labels of labelled columns)."""
+    float64 where some are real values; with labels, or rows answered as objects (a tabular
+    model's), as objects in column order (ints, floats and the labels of labelled columns)."""
+    if _holds_objects(values):
+        return np.asarray(_object_values(values), dtype=object)
     if labels:
         return np.asarray(values, dtype=object)
-    array = np.asarray(values, dtype=np.int64)
+    array = np.asarray(values)
+    if array.dtype.kind == "f":
+        return array.astype(np.float64)
+    array = array.astype(np.int64)
     return array.astype(np.uint8 if array.size == 0 or array.max() <= 255 else np.uint16)
+
+
+def _holds_objects(values: list) -> bool:
+    """Whether the answered rows (nested as samples or completions) are objects."""
+    first: object = values
+    while isinstance(first, list) and first:
+        first = first[0]
+    return isinstance(first, dict)
+
+
+def _object_values(values: list) -> list:
+    """Rows answered as objects -> lists of their values (the server keys them in column order)."""
+    return [list(v.values()) if isinstance(v, dict) else _object_values(v) for v in values]
+
+
+def _frame(values: list, columns: list[str], completions: bool) -> Any:
+    """Answered rows as a DataFrame: samples one row each; completions indexed by (row, sample)."""
+    pandas = _pandas()
+    if not completions:
+        return pandas.DataFrame(_as_records(values, columns), columns=columns)
+    index = [(b, s) for b, rows in enumerate(values) for s in range(len(rows))]
+    records = _as_records([row for rows in values for row in rows], columns)
+    names = pandas.MultiIndex.from_tuples(index, names=["row", "sample"])
+    return pandas.DataFrame(records, columns=columns, index=names)
+
+
+def _as_records(rows: list, columns: list[str]) -> list[dict]:
+    return [row if isinstance(row, dict) else dict(zip(columns, row, strict=True)) for row in rows]
+
+
+@dataclass(frozen=True)
+class _FrameSpec:
+    """How to ask and read a request whose answer is wanted as a DataFrame: the model's column
+    names (positions where unnamed) and whether to ask for labels (when it has some)."""
+
+    columns: list[str]
+    labels: bool
+
+    @classmethod
+    def of(cls, model: dict[str, Any]) -> "_FrameSpec":
+        dimensions = model.get("dimensions") or [{} for _ in range(model["dim"])]
+        columns = [d.get("name") or str(i) for i, d in enumerate(dimensions)]
+        return cls(columns, any(d.get("labels") for d in dimensions))
 
 
 def _body(**fields: Any) -> dict[str, Any]:
@@ -156,7 +233,7 @@ def _optional(values: list | None, dtype: type) -> np.ndarray | None:
 def _log_likelihood(data: dict[str, Any]) -> LogLikelihood:
     return LogLikelihood(
         log_likelihood=np.asarray(data["log_likelihood"], dtype=np.float64),
-        bits_per_dim=np.asarray(data["bits_per_dim"], dtype=np.float64),
+        bits_per_dim=_optional(data.get("bits_per_dim"), np.float64),
         method=tuple(data["method"]),
         standard_error=np.asarray(data["standard_error"], dtype=np.float64),
         effective_sample_size=_sizes(data["effective_sample_size"]),
@@ -170,19 +247,23 @@ def _log_likelihood(data: dict[str, Any]) -> LogLikelihood:
     )
 
 
-def _completions(data: dict[str, Any], labels: bool) -> Completions:
+def _completions(data: dict[str, Any], labels: bool, frame: _FrameSpec | None) -> Completions:
+    rows = data["completions"]
     return Completions(
-        completions=_levels(data["completions"], labels),
+        completions=_levels(rows, labels) if frame is None else _frame(rows, frame.columns, True),
         method=tuple(data["method"]),
         effective_sample_size=_sizes(data["effective_sample_size"]),
         seed=data["seed"],
         particles_capped=tuple(data["particles_capped"]),
         warning=data.get("warning"),
+        probabilities=data.get("probabilities"),
     )
 
 
-def _samples(data: dict[str, Any], labels: bool) -> Samples:
-    return Samples(_levels(data["samples"], labels), data["seed"])
+def _samples(data: dict[str, Any], labels: bool, frame: _FrameSpec | None) -> Samples:
+    rows = data["samples"]
+    samples = _levels(rows, labels) if frame is None else _frame(rows, frame.columns, False)
+    return Samples(samples, data["seed"])
 
 
 def _checked(response: httpx.Response) -> httpx.Response:
@@ -288,10 +369,15 @@ class MadeClient:
         num_particles: int | None = None,
         seed: int | None = None,
         labels: bool = False,
+        as_frame: bool = False,
     ) -> Completions:
-        """``labels``: a labelled categorical column's values come back as its labels."""
+        """``labels``: a labelled categorical column's values come back as its labels.
+        ``as_frame`` (implied by a DataFrame's inputs): completions as a DataFrame indexed by
+        (row, sample), categoricals as their labels."""
+        frame = _FrameSpec.of(self.model()) if as_frame or _is_frame(inputs) else None
+        labels = labels or (frame is not None and frame.labels)
         body = _complete_body(inputs, num_samples, num_particles, seed, labels)
-        return _completions(self._post(self.routes.of("complete"), body).json(), labels)
+        return _completions(self._post(self.routes.of("complete"), body).json(), labels, frame)
 
     def complete_png(
         self, inputs: ArrayLike, num_samples: int = 1, seed: int | None = None
@@ -301,11 +387,18 @@ class MadeClient:
         return self._post(self.routes.of("complete"), body).content
 
     def sample(
-        self, num_samples: int = 1, seed: int | None = None, labels: bool = False
+        self,
+        num_samples: int = 1,
+        seed: int | None = None,
+        labels: bool = False,
+        as_frame: bool = False,
     ) -> Samples:
-        """``labels``: a labelled categorical column's values come back as its labels."""
+        """``labels``: a labelled categorical column's values come back as its labels.
+        ``as_frame``: samples as a DataFrame, categoricals as their labels."""
+        frame = _FrameSpec.of(self.model()) if as_frame else None
+        labels = labels or (frame is not None and frame.labels)
         body = _body(num_samples=num_samples, seed=seed, labels=labels or None)
-        return _samples(self._post(self.routes.of("sample"), body).json(), labels)
+        return _samples(self._post(self.routes.of("sample"), body).json(), labels, frame)
 
     def sample_png(self, num_samples: int = 1, seed: int | None = None) -> bytes:
         body = _body(num_samples=num_samples, seed=seed, format="png")
@@ -378,15 +471,26 @@ class AsyncMadeClient:
         num_particles: int | None = None,
         seed: int | None = None,
         labels: bool = False,
+        as_frame: bool = False,
     ) -> Completions:
+        frame = _FrameSpec.of(await self.model()) if as_frame or _is_frame(inputs) else None
+        labels = labels or (frame is not None and frame.labels)
         body = _complete_body(inputs, num_samples, num_particles, seed, labels)
-        return _completions((await self._post(self.routes.of("complete"), body)).json(), labels)
+        answer = (await self._post(self.routes.of("complete"), body)).json()
+        return _completions(answer, labels, frame)
 
     async def sample(
-        self, num_samples: int = 1, seed: int | None = None, labels: bool = False
+        self,
+        num_samples: int = 1,
+        seed: int | None = None,
+        labels: bool = False,
+        as_frame: bool = False,
     ) -> Samples:
+        frame = _FrameSpec.of(await self.model()) if as_frame else None
+        labels = labels or (frame is not None and frame.labels)
         body = _body(num_samples=num_samples, seed=seed, labels=labels or None)
-        return _samples((await self._post(self.routes.of("sample"), body)).json(), labels)
+        answer = (await self._post(self.routes.of("sample"), body)).json()
+        return _samples(answer, labels, frame)
 
     async def aclose(self) -> None:
         await self.http.aclose()

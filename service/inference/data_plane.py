@@ -15,6 +15,7 @@ from service.contract.artifact import ProductNormaliser, Score
 from service.contract.ensemble import Completion
 from service.contract.mixture import Combination, Method
 from service.inference.anomaly import Anomaly, Surprise, anomaly_of, explanations
+from service.inference.categories import missing_categories
 from service.inference.engine import Engine
 from service.inference.errors import InvalidField, NoProductNormaliser
 from service.inference.state import ServingState
@@ -52,9 +53,14 @@ class Likelihoods:
     product_normaliser: ProductNormaliser | None = None  # the log Z a product answer used
     anomaly: Anomaly | None = None  # when asked
     explanation: list[list[Surprise]] | None = None  # when asked
+    # Some dimension is real-valued: log densities in the data's units, which bits do not measure.
+    densities: bool = False
 
     @property
-    def bits_per_dim(self) -> np.ndarray:
+    def bits_per_dim(self) -> np.ndarray | None:
+        """None for densities: -log2 of a density depends on the data's units."""
+        if self.densities:
+            return None
         return -self.log_likelihood / (np.maximum(self.observed, 1) * math.log(2))
 
 
@@ -63,6 +69,8 @@ class Completions:
     completion: Completion
     seed: int
     warning: str | None  # which rows' completions repeat, and what would help
+    # Per row, {dimension: [C] estimated p(x_d = c | observed)} for its missing categoricals
+    probabilities: list[dict[int, np.ndarray]] | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,7 @@ async def log_likelihood(
             product_normaliser=normaliser,
             anomaly=anomaly,
             explanation=explanation,
+            densities=has_densities(engine),
         )
     log_lik = np.empty(count)
     error = np.zeros(count)
@@ -144,7 +153,21 @@ async def log_likelihood(
     for i, j in enumerate(incomplete):
         ess[j] = marginal.effective_sample_size[i]
         method[j] = marginal.method[i]
-    return Likelihoods(log_lik, observed, method, error, ess, options.combination, seed=seed)
+    return Likelihoods(
+        log_lik,
+        observed,
+        method,
+        error,
+        ess,
+        options.combination,
+        seed=seed,
+        densities=has_densities(engine),
+    )
+
+
+def has_densities(engine: Engine) -> bool:
+    """Whether the engine's log-likelihoods are densities (some dimension is real-valued)."""
+    return engine.schema is not None and engine.schema.has_continuous
 
 
 async def exact_terms(
@@ -177,6 +200,12 @@ def check_anomaly_options(
             "p-values need rows without null entries: the calibration rows are scored whole, "
             "so a marginal's log-likelihood is not comparable with them",
         )
+    if options.score == "complexity_corrected" and has_densities(engine):
+        raise InvalidField(
+            ("score",),
+            "complexity_corrected applies to discrete data only: it compresses a row as bytes of "
+            "its levels, and this model has real-valued columns; use score log_likelihood",
+        )
     calibration = engine.manifest.calibration
     if calibration is None:
         raise InvalidField(
@@ -201,8 +230,10 @@ async def complete(
     num_particles: int | None,
     seed: int | None,
     as_images: bool = False,
+    categories: bool = False,
 ) -> Completions:
-    """``num_samples`` draws of each row's NaN entries from p(x_missing | x_observed)."""
+    """``num_samples`` draws of each row's NaN entries from p(x_missing | x_observed);
+    ``categories``: also each missing categorical's estimated conditional probabilities."""
     settings = state.settings
     check_samples(settings, num_samples, len(rows))
     particles = particles_for(settings, num_particles)
@@ -217,8 +248,14 @@ async def complete(
         np.random.default_rng(seed),
         settings.max_particles,
     )
+    probabilities = None
+    if categories:
+        probabilities = await state.in_thread(missing_categories, engine, rows, result.samples)
     return Completions(
-        result, seed, capped_warning(result.particles_capped, num_samples, settings.max_particles)
+        result,
+        seed,
+        capped_warning(result.particles_capped, num_samples, settings.max_particles),
+        probabilities,
     )
 
 

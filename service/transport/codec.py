@@ -8,12 +8,20 @@ error message that names the culprit.
 """
 
 import functools
+import math
 import re
 
 import numpy as np
 
-from service.contract.schema import Categorical, Schema
+from service.contract.schema import Categorical, GaussianMixture, Schema
 from service.inference.errors import InvalidField
+from service.transport.columns import (
+    column_names,
+    first_out_of_range,
+    ordered_entries,
+    real_bounds,
+    real_range_text,
+)
 
 _BINARY_INPUTS = re.compile(rb'"inputs"\s*:\s*(\[[\[\]\s,01]*\])')
 _WHITESPACE = b" \t\r\n"
@@ -67,10 +75,12 @@ def decode_rows(
     field: str = "inputs",
     schema: Schema | None = None,
 ) -> np.ndarray:
-    """JSON rows -> [B, D] float32 in {0, 1} (or levels of the ``schema``: integers, or a
-    labelled categorical's labels), NaN for null where ``allow_missing``.
+    """JSON rows -> [B, D] float32 in {0, 1} (or values of the ``schema``: integer levels, a
+    labelled categorical's labels, a continuous dimension's numbers), NaN for null where
+    ``allow_missing``.
 
-    Rows are flat (D values) or, for image models, image-shaped ([H][W] values).
+    Rows are flat (D values) or, for image models, image-shaped ([H][W] values); for a model
+    whose dimensions are all named, a row may also be an object keyed by column name.
     ``may_hold_booleans=False`` is the caller's promise (from the raw body) that the rows hold no
     JSON true/false, which numpy would otherwise silently read as 1/0.
     """
@@ -87,7 +97,10 @@ def decode_rows(
                 if schema is None:
                     good = ((flat == 0) | (flat == 1)).all()
                 else:
-                    good = schema.first_invalid(flat) is None
+                    good = (
+                        schema.first_invalid(flat) is None
+                        and first_out_of_range(schema, flat) is None
+                    )
                 if good:
                     return flat.astype(np.float32)
     return _checked_rows(value, dim, image_shape, allow_missing, field, schema)
@@ -115,8 +128,15 @@ def _checked_rows(
     out = np.empty((len(rows), dim), dtype=np.float32)
     image_rows: bool | None = None
     for i, row in enumerate(rows):
+        if isinstance(row, dict):
+            entries = ordered_entries(row, schema, (field, i))
+            names = column_names(schema) or ()
+            for j, entry in enumerate(entries):
+                out[i, j] = _level(entry, allow_missing, (field, i, names[j]), schema, j)
+            continue
         if not isinstance(row, list):
-            raise InvalidField((field, i), f"must be an array of {shape_text}")
+            objects = " or an object keyed by column name" if column_names(schema) else ""
+            raise InvalidField((field, i), f"must be an array of {shape_text}{objects}")
         is_image = bool(row) and isinstance(row[0], list)
         if image_rows is None:
             image_rows = is_image
@@ -163,6 +183,8 @@ def _level(entry: object, allow_missing: bool, loc: tuple, schema: Schema, j: in
     """One entry of dimension j under a schema: an integer level, or a label of a labelled
     categorical; the message names the dimension (and its column name) and what it takes."""
     dimension = schema.dimensions[j]
+    if isinstance(dimension, GaussianMixture):
+        return _real(entry, allow_missing, loc, schema, j)
     labels = dimension.labels if isinstance(dimension, Categorical) else None
     takes = f"an integer 0..{dimension.levels - 1}" + (
         f" or one of the labels {labels}" if labels else ""
@@ -183,5 +205,21 @@ def _level(entry: object, allow_missing: bool, loc: tuple, schema: Schema, j: in
         or entry != int(entry)
         or not 0 <= entry < dimension.levels
     ):
+        raise InvalidField(loc, f"{where} takes {takes}, got {entry!r}")
+    return float(entry)
+
+
+def _real(entry: object, allow_missing: bool, loc: tuple, schema: Schema, j: int) -> float:
+    """One entry of a continuous dimension j: a JSON number (int or float) within its range."""
+    takes = real_range_text(schema, j)
+    where = f"dimension {schema.column(j)} (gaussian_mixture)"
+    if entry is None:
+        if allow_missing:
+            return np.nan
+        raise InvalidField(loc, f"null (missing) is not allowed here; {where} takes {takes}")
+    if isinstance(entry, bool) or not isinstance(entry, int | float):
+        raise InvalidField(loc, f"{where} takes a number, got {entry!r}")
+    low, high = real_bounds(schema)
+    if not (math.isfinite(entry) and low[j] <= entry <= high[j]):
         raise InvalidField(loc, f"{where} takes {takes}, got {entry!r}")
     return float(entry)

@@ -22,6 +22,7 @@ from pydantic import (
 
 from service.contract.schema import Schema
 from service.transport.body import BodyErrors, parse_body
+from service.transport.columns import first_out_of_range, real_range_text
 from service.transport.errors import ProtocolError
 
 INPUT = "x"
@@ -241,20 +242,31 @@ def decode_tensor(
         array = json_tensor(tensor, where)
     rows = array.reshape(shape[0], dim)
     if schema is not None:
-        bad_level = schema.first_invalid(rows)
-        if bad_level is not None:
-            row, col = bad_level
-            dimension = schema.dimensions[col]
-            raise ProtocolError(
-                f"{where}: element [{row}, {col}] is {rows[row, col]}; dimension "
-                f"{schema.column(col)} ({dimension.family}) takes an integer "
-                f"0..{dimension.levels - 1}"
-            )
+        refuse_invalid(schema, rows, where)
         return rows.astype(np.float32)
     if not ((rows == 0) | (rows == 1)).all():
         bad = tuple(int(i) for i in np.argwhere((rows != 0) & (rows != 1))[0])
         raise ProtocolError(f"{where}: values must be 0 or 1; element {list(bad)} is {rows[bad]}")
     return rows.astype(np.float32)
+
+
+def refuse_invalid(schema: Schema, rows: np.ndarray, where: str) -> None:
+    """400 naming the element and its column for an entry that is not a level of its dimension,
+    or for a continuous one a finite number within its range."""
+    bad = schema.first_invalid(rows) or first_out_of_range(schema, rows)
+    if bad is None:
+        return
+    row, col = bad
+    dimension = schema.dimensions[col]
+    takes = (
+        real_range_text(schema, col)
+        if schema.continuous[col]
+        else f"an integer 0..{dimension.levels - 1}"
+    )
+    raise ProtocolError(
+        f"{where}: element [{row}, {col}] is {rows[row, col]}; dimension "
+        f"{schema.column(col)} ({dimension.family}) takes {takes}"
+    )
 
 
 def json_tensor(tensor: RequestInput, where: str) -> np.ndarray:

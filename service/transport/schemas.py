@@ -27,6 +27,7 @@ from service.contract.mixture import Combination, Method
 from service.contract.schema import Dimension
 from service.inference.limits import BatchLimits
 from service.settings import Settings, counted_samples
+from service.transport.columns import column_names, real_bounds
 
 _ENTRY = {"anyOf": [{"type": "integer", "enum": [0, 1]}, {"type": "null"}]}
 _ROW = {
@@ -144,13 +145,18 @@ class SurpriseItem(BaseModel):
     pixel: Annotated[list[int], Field(min_length=2, max_length=2)] | None = Field(
         None, description="[row, column] in the image, for image models."
     )
-    value: int = Field(description="The row's value there.")
+    value: int | float = Field(description="The row's value there.")
     surprise: float = Field(description="-log p_k(x_d | x_<d) in nats.")
 
 
 class LogLikelihoodResponse(BaseModel):
     log_likelihood: list[float] = Field(description="log p(x) in nats (of the observed entries).")
-    bits_per_dim: list[float] = Field(description="-log2 p(x) / number of observed entries.")
+    bits_per_dim: list[float] | None = Field(
+        None,
+        description="-log2 p(x) / number of observed entries. Absent for a model with "
+        "real-valued (gaussian_mixture) columns: its log_likelihood is a log density in the "
+        "data's units, which bits per dimension do not measure.",
+    )
     method: list[Method]
     standard_error: list[float] = Field(description="Of the log estimate, nats; 0 if exact.")
     effective_sample_size: list[float | None]
@@ -173,9 +179,19 @@ class LogLikelihoodResponse(BaseModel):
     )
 
 
+# A row as answered: D values (levels, labels when asked, real values as numbers), or for a
+# tabular model (real-valued columns, every column named) an object keyed by column name.
+AnsweredRow = list[int | float | str] | dict[str, int | float | str]
+TABLE_ROWS = (
+    " A tabular model's rows (some column real-valued, every column named) are objects keyed "
+    "by column name: a labelled categorical as its label, real values as numbers."
+)
+
+
 class CompleteResponse(BaseModel):
-    completions: list[list[list[int | str]]] = Field(
+    completions: list[list[AnsweredRow]] = Field(
         description="[rows][num_samples][D]; labels for labelled dimensions when asked."
+        + TABLE_ROWS
     )
     method: list[Method]
     effective_sample_size: list[float | None] = Field(
@@ -192,11 +208,18 @@ class CompleteResponse(BaseModel):
         description="Names the capped rows and what helps; null when no row is capped."
     )
     seed: int
+    probabilities: list[dict[str, dict[str, float]]] | None = Field(
+        None,
+        description="Tabular models: per row, for each categorical column it lacks, {class "
+        "(label, or index as text): estimated p(class | observed entries)}, the average over "
+        "the row's completions of the class's exact conditional given the completion's other "
+        "entries (an estimate, as good as the completions: see effective_sample_size).",
+    )
 
 
 class SampleResponse(BaseModel):
-    samples: list[list[int | str]] = Field(
-        description="[num_samples][D]; labels for labelled dimensions when asked."
+    samples: list[AnsweredRow] = Field(
+        description="[num_samples][D]; labels for labelled dimensions when asked." + TABLE_ROWS
     )
     seed: int
 
@@ -304,7 +327,9 @@ def _rows(manifest: Manifest, entry: dict, max_rows: int) -> dict:
     if manifest.dimensions is not None:
         return _level_rows(manifest, entry is _BIT_OR_NULL, max_rows) | {
             "description": f"1 to {max_rows} rows, each of {manifest.dim} values; entry d is "
-            f"one of dimension d's levels (GET /v1/model: dimensions){nulls}."
+            "one of dimension d's levels, or a number for a real-valued one (GET /v1/model: "
+            f"dimensions); a model whose dimensions are all named also takes a row as an object "
+            f"keyed by column name{nulls}."
         }
     shapes, shape = [_exactly(entry, manifest.dim)], f"{manifest.dim} values"
     if manifest.image_shape is not None:
@@ -319,16 +344,32 @@ def _rows(manifest: Manifest, entry: dict, max_rows: int) -> dict:
 
 
 def _level_rows(manifest: Manifest, nullable: bool, max_rows: int) -> dict:
-    """A schema model's flat rows, entry by entry: an integer level, or a label."""
+    """A schema model's flat rows, entry by entry: an integer level, a label, or a real value
+    within its range; for a model whose dimensions are all named, or an object keyed by them."""
+    schema = manifest.schema()
     entries = []
-    for dimension in manifest.dimensions or []:
-        level: dict = {"type": "integer", "minimum": 0, "maximum": dimension.levels - 1}
+    for d, dimension in enumerate(manifest.dimensions or []):
+        if schema is not None and schema.continuous[d]:
+            low, high = real_bounds(schema)
+            level: dict = {"type": "number", "minimum": float(low[d]), "maximum": float(high[d])}
+        else:
+            level = {"type": "integer", "minimum": 0, "maximum": dimension.levels - 1}
         labels = getattr(dimension, "labels", None)
         choices = [level, {"type": "string", "enum": labels}] if labels else [level]
         if nullable:
             choices.append({"type": "null"})
         entries.append(choices[0] if len(choices) == 1 else {"anyOf": choices})
-    row = {"type": "array", "prefixItems": entries, "items": False, "minItems": len(entries)}
+    row: dict = {"type": "array", "prefixItems": entries, "items": False, "minItems": len(entries)}
+    names = column_names(schema)
+    if names is not None:
+        record = {
+            "type": "object",
+            "properties": dict(zip(names, entries, strict=True)),
+            "required": list(names),
+            "additionalProperties": False,
+            "description": "The row keyed by column name.",
+        }
+        row = {"anyOf": [row, record]}
     return {"type": "array", "minItems": 1, "maxItems": max_rows, "items": row}
 
 
@@ -362,8 +403,15 @@ def _formats(manifest: Manifest) -> dict:
 
 def _anomaly_options(manifest: Manifest, calibrated: bool) -> dict[str, dict]:
     """Complete rows take explanations; p-values also need calibration scores for the
-    combination asked."""
+    combination asked, and complexity_corrected needs discrete data."""
     explain = _optional_int(1, manifest.dim, "Also return this many most surprising dimensions.")
+    schema = manifest.schema()
+    if calibrated and schema is not None and schema.has_continuous:
+        score = {
+            "anyOf": [{"type": "string", "enum": ["log_likelihood"]}, {"type": "null"}],
+            "description": "log_likelihood: complexity_corrected applies to discrete data only.",
+        }
+        return {"explain": explain, "score": score}
     if calibrated:
         return {"explain": explain}
     return {

@@ -28,6 +28,7 @@ from service.transport.answers import (
 )
 from service.transport.app_state import serving_state
 from service.transport.body import M, parse_body, parse_rows_body, read_body
+from service.transport.columns import is_table
 from service.transport.responses import NumpyJSONResponse
 from service.transport.schemas import (
     CompleteRequest,
@@ -160,7 +161,14 @@ async def complete(request: Request, name: str | None, model_version: str | None
         labelled_dimensions(engine.schema)
     png = _png_wanted(request, body.format)
     answer = await data_plane.complete(
-        state, engine, rows, body.num_samples, body.num_particles, body.seed, as_images=png
+        state,
+        engine,
+        rows,
+        body.num_samples,
+        body.num_particles,
+        body.seed,
+        as_images=png,
+        categories=is_table(engine.schema) and not png,
     )
     if png:
         samples = answer.completion.samples.reshape(-1, engine.dim)
