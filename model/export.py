@@ -243,14 +243,15 @@ def calibrate(
         log_likelihoods["product"] = (
             product_log_unnormalised(per_member, members.weights) - normaliser.log_z
         )
-    complexity = conformal.compressed_nats(rows, members.max_level)
     scores = {
-        combination: {
-            "log_likelihood": np.sort(values).tolist(),
-            "complexity_corrected": np.sort(values + complexity).tolist(),
-        }
+        combination: {"log_likelihood": np.sort(values).tolist()}
         for combination, values in log_likelihoods.items()
     }
+    # The complexity correction compresses rows as bytes of levels: for discrete data only.
+    if members.schema is None or not members.schema.has_continuous:
+        complexity = conformal.compressed_nats(rows, members.max_level)
+        for combination, values in log_likelihoods.items():
+            scores[combination]["complexity_corrected"] = np.sort(values + complexity).tolist()
     return artifact.Calibration(
         rows=data.calibration_rows.tolist(),
         seed=CALIBRATION_SEED,

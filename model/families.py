@@ -5,7 +5,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from service.contract.schema import HALF_LOG_TWO_PI, MAX_LOG_SCALE, MIN_LOG_SCALE, Schema
+from service.contract.schema import (
+    GAUSSIAN_MIN_LOG_SCALE,
+    HALF_LOG_TWO_PI,
+    MAX_LOG_SCALE,
+    MIN_LOG_SCALE,
+    Schema,
+)
 
 
 class SchemaHead(nn.Module):
@@ -92,7 +98,7 @@ def gaussian_mixture_log_density(
     m = params.shape[-1] // 3
     logits, means, raw = params[..., :m], params[..., m : 2 * m], params[..., 2 * m :]
     z = ((x - column_means) / column_scales).unsqueeze(-1)
-    log_scale = raw.clamp(MIN_LOG_SCALE, MAX_LOG_SCALE)
+    log_scale = raw.clamp(GAUSSIAN_MIN_LOG_SCALE, MAX_LOG_SCALE)
     standard = (z - means) * torch.exp(-log_scale)
     component = -0.5 * standard**2 - log_scale - HALF_LOG_TWO_PI
     log_z = torch.logsumexp(component + torch.log_softmax(logits, dim=-1), dim=-1)

@@ -14,6 +14,7 @@ from onnx import TensorProto, numpy_helper
 
 from service.contract import artifact
 from service.contract.schema import (
+    GAUSSIAN_MIN_LOG_SCALE,
     HALF_LOG_TWO_PI,
     MAX_LOG_SCALE,
     MIN_LOG_SCALE,
@@ -119,7 +120,7 @@ def _gaussian_mixture(
     z = node("Mul", [centred, f32("inv_column_scales", 1.0 / group.scales[:, None])], f"{g}_z")
     log_scale = node(
         "Clip",
-        [raw, f32("min_log_scale", MIN_LOG_SCALE), f32("max_log_scale", MAX_LOG_SCALE)],
+        [raw, f32("min_log_scale", GAUSSIAN_MIN_LOG_SCALE), f32("max_log_scale", MAX_LOG_SCALE)],
         f"{g}_log_scale",
     )
     inv_scale = node("Exp", [node("Neg", [log_scale], f"{g}_neg_log_scale")], f"{g}_inv_scale")

@@ -13,13 +13,15 @@ from scipy import integrate, stats
 
 from service.contract.mixture import product_log_unnormalised
 from service.contract.schema import (
+    GAUSSIAN_MIN_LOG_SCALE,
+    MAX_LOG_SCALE,
     Categorical,
     GaussianMixture,
     Schema,
     gaussian_mixture_log_density,
 )
 from service.inference.engine import Engine
-from tests.conftest import train_tiny
+from tests.conftest import served, train_tiny
 
 # Column a ~ N(50, 10); c in {x, y, z} depends on a; b depends on both, tight in one class.
 A_GRID = np.linspace(-20.0, 120.0, 421)
@@ -90,7 +92,7 @@ def test_the_density_matches_an_independent_formula_for_extreme_parameters() -> 
         x = 7.0 + 0.5 * np.linspace(-30, 30, 61)
         got = gaussian_mixture_log_density(x, logits, means, raw, 7.0, 0.5)
         weights = np.exp(logits) / np.exp(logits).sum()
-        scales = 0.5 * np.exp(np.clip(raw, -7, 7))
+        scales = 0.5 * np.exp(np.clip(raw, GAUSSIAN_MIN_LOG_SCALE, MAX_LOG_SCALE))
         pdfs = stats.norm.pdf(x[:, None], 7.0 + 0.5 * means, scales)  # [x, M]
         expected = np.log((weights * pdfs).sum(axis=1) + 1e-300)
         finite = expected > -600  # where the reference does not underflow
@@ -108,7 +110,8 @@ def test_a_conditional_integrates_to_one_in_the_datas_units(raw_log_scale: float
         return float(np.exp(gaussian_mixture_log_density(x, logits, means, raw, mean, scale)))
 
     centres = mean + scale * means
-    width = 12 * scale * np.exp(raw_log_scale)  # 12 component scales: the tails are below 1e-30
+    # 12 component scales (clamped as the density clamps them): the tails are below 1e-30.
+    width = 12 * scale * np.exp(max(raw_log_scale, GAUSSIAN_MIN_LOG_SCALE))
     total, _ = integrate.quad(
         density, centres.min() - width, centres.max() + width, points=centres, limit=2000
     )
@@ -237,3 +240,32 @@ def test_completions_keep_observed_values_and_follow_the_conditional(
     assert 0.5 * np.abs(frequencies - p_class).sum() < 0.06
     cdf_b = grid_cdf(mixture[:, i, :].sum(axis=0))
     assert ks_p_value(draws[:, 2], B_GRID, cdf_b) > 1e-3
+
+
+def test_the_served_density_integrates_to_one_through_http(
+    table_artifact: Path, grid_densities: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """The same integral over rows sent as JSON (objects keyed by column name for one class,
+    arrays with the label for the others), against the engine's grid."""
+    mixture, _ = grid_densities
+    a, b = A_GRID[::4], B_GRID[::4]  # a coarser grid: 106 x 201 rows a class over HTTP
+    cell = (a[1] - a[0]) * (b[1] - b[0])
+    total = 0.0
+    with served(table_artifact, max_rows=25_000, max_body_bytes=1 << 26) as client:
+        for c, label in enumerate(("x", "y", "z")):
+            rows = [[float(i), label, float(j)] for i in a for j in b]
+            if c == 0:
+                rows = [{"a": i, "c": label, "b": j} for i, _, j in rows]
+            answer = client.http.post("/v1/log-likelihood", json={"inputs": rows})
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert "bits_per_dim" not in body  # densities have no bits per dimension
+            density = np.exp(body["log_likelihood"])
+            np.testing.assert_allclose(density, mixture[c][::4, ::4].ravel(), rtol=1e-4, atol=1e-9)
+            total += density.sum() * cell
+    assert abs(total - 1.0) < 1e-3
+
+
+def test_calibration_keeps_no_complexity_scores_for_densities(engine: Engine) -> None:
+    scores = engine.manifest.calibration.scores
+    assert all(set(by_score) == {"log_likelihood"} for by_score in scores.values())

@@ -16,6 +16,8 @@ from service.contract import parity
 from service.contract.masks import draw_pool, input_degrees
 from service.contract.sampler import member_nets
 from service.contract.schema import (
+    GAUSSIAN_MIN_LOG_SCALE,
+    MAX_LOG_SCALE,
     Bernoulli,
     Categorical,
     GaussianMixture,
@@ -241,7 +243,9 @@ def test_real_draws_follow_the_mixture_cdf(d: int) -> None:
         values = TABLE.draw(d, np.broadcast_to(params, (n, width)), rng.random(n))
         weights = np.exp(params[:m]) / np.exp(params[:m]).sum()
         centres = dimension.mean + dimension.scale * params[m : 2 * m]
-        scales = dimension.scale * np.exp(np.clip(params[2 * m :], -7, 7))
+        scales = dimension.scale * np.exp(
+            np.clip(params[2 * m :], GAUSSIAN_MIN_LOG_SCALE, MAX_LOG_SCALE)
+        )
 
         mixture = (weights, centres, scales)
         assert stats.kstest(values, lambda v, f=mixture: mixture_cdf(v, *f)).pvalue > 1e-3
