@@ -178,6 +178,10 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
         edit_manifest(lambda m: m["training"].update(train_seconds=nan)),
         "training.train_seconds: NaN",
     ),
+    "negative NLL of binary data": (
+        edit_manifest(lambda m: m["metrics"]["test"]["members"].__setitem__(1, -3.5)),
+        "metrics.test.members.1: -3.5 is negative",
+    ),
     "negative weight": (
         edit_manifest(lambda m: m.update(mixture_weights=[0.0, 1.2, 0.3, -0.5])),
         "mixture_weights.3",

@@ -5,6 +5,7 @@ follow the model's own CDFs, computed from that grid; rescaling a column by s sh
 density by -log s."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -269,3 +270,20 @@ def test_the_served_density_integrates_to_one_through_http(
 def test_calibration_keeps_no_complexity_scores_for_densities(engine: Engine) -> None:
     scores = engine.manifest.calibration.scores
     assert all(set(by_score) == {"log_likelihood"} for by_score in scores.values())
+
+
+def test_a_density_models_negative_nll_is_served(table_artifact: Path, tmp_path: Path) -> None:
+    """Densities above 1 give negative NLLs: valid for real columns (binary data's are refused,
+    tests/test_bad_artifacts.py)."""
+    copy = tmp_path / "artifact"
+    shutil.copytree(table_artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    test = manifest["metrics"]["test"]
+    test.update(
+        members=[-1.5] * len(test["members"]),
+        uniform_mixture=-1.5,
+        em_mixture=-1.5,
+        shipped_mixture=-1.5,
+    )
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert Engine.load(copy).manifest.metrics["test"].shipped_mixture == -1.5

@@ -50,7 +50,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-Nll = Annotated[float, Field(ge=0)]  # nats per example; never negative for binary data
+# Nats per example: never negative for discrete data (checked by the manifest, which knows the
+# schema); a density model's can be, where its density exceeds 1.
+Nll = float
 
 
 class Member(_Strict):
@@ -218,6 +220,17 @@ class Manifest(_Strict):
             raise ValueError(f"mixture_weights are not uniform (1/{self.num_members} each)")
         if self.image_shape and self.image_shape[0] * self.image_shape[1] != self.dim:
             raise ValueError(f"image_shape {self.image_shape} does not hold D={self.dim} pixels")
+        schema = self.schema()
+        if schema is None or not schema.has_continuous:
+            for split, metrics in self.metrics.items():
+                nlls = {f"members.{k}": v for k, v in enumerate(metrics.members)}
+                nlls |= metrics.model_dump(exclude={"members"})
+                for field, value in nlls.items():
+                    if value < 0:
+                        raise ValueError(
+                            f"metrics.{split}.{field}: {value} is negative, which the NLL of "
+                            "discrete data cannot be"
+                        )
         calibration = self.calibration
         if calibration and "product" in calibration.scores and self.product_normaliser is None:
             raise ValueError("calibration.scores.product needs the product_normaliser it used")
