@@ -60,7 +60,8 @@ class Ensemble(ABC):
         self.positions = np.stack([input_degrees(net.ordering) - 1 for net in nets])  # [K, D]
         self.schema = schema
         self.sampler = Sampler(nets) if schema is None else SchemaSampler(nets, schema)
-        # The highest level of any dimension: 1 for binary models.
+        # The highest level of any discrete dimension: 1 for binary models (-1 when every
+        # dimension is a real number, which has no levels).
         self.max_level = 1 if schema is None else int(schema.levels.max()) - 1
         self.dim = self.sampler.dim
         weights = np.asarray(weights, dtype=np.float64)
