@@ -176,7 +176,11 @@
       : "none (rows of D values)";
     $("card-members").textContent = `${m.num_members} (${m.weights_kind} weights)`;
     $("card-nll").textContent = `${m.test_nll.toFixed(3)} nats`;
-    $("card-bits").textContent = m.test_bits_per_dim.toFixed(4);
+    // null for densities (real-valued columns): nats in the data's units, not bits per dimension.
+    $("card-bits").textContent =
+      m.test_bits_per_dim === null
+        ? "none (a density over real-valued columns: see the test NLL)"
+        : m.test_bits_per_dim.toFixed(4);
     $("card-calibration").textContent = calibrationText(m.calibration_rows);
     $("card-sha").textContent = m.artifact_sha256.slice(0, 12);
     $("card-sha").title = m.artifact_sha256;
