@@ -4,6 +4,7 @@ categorical probabilities, samples and the per-column surprise bars, each checke
 
 import json
 import math
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +21,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def table_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A made-serve process for the tabular model of tests/test_table_serving.py, with
-    calibration rows (so p-values are served)."""
+def table_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tabular model of tests/test_table_serving.py, with calibration rows (so p-values are
+    served)."""
     from model.export import export
 
     data = tmp_path_factory.mktemp("page-table-data")
@@ -32,8 +33,26 @@ def table_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     trained = train_tiny(tmp_path_factory.mktemp("page-table-run"), data, epochs=4)
     artifact = tmp_path_factory.mktemp("artifacts") / "page-table"
     export(trained, artifact)
+    return artifact
+
+
+@pytest.fixture(scope="module")
+def table_server(table_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("page-table-server") / "serve.log"
-    with made_serve(artifact, log) as url:
+    with made_serve(table_artifact, log) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def mixed_repository(
+    digits_artifact: Path, table_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A model repository of the digits images (the default) and the table."""
+    root = tmp_path_factory.mktemp("page-mixed-repository")
+    shutil.copytree(digits_artifact, root / "digits")
+    shutil.copytree(table_artifact, root / "table")
+    log = tmp_path_factory.mktemp("mixed-server") / "serve.log"
+    with made_serve(root, log, model_repository=str(root), default_model="digits") as url:
         yield url
 
 
@@ -251,3 +270,37 @@ def test_the_missing_toggle_and_complete_asking_for_a_missing_column(
     click_button(page, "Reset to means", "draw")
     expect(page.locator("#row-editor input[type=checkbox]:checked")).to_have_count(0)
     expect(page.locator("#col-4")).to_have_value("3")
+
+
+def test_the_picker_swaps_the_grid_and_the_row_editor(
+    page: Page, mixed_repository: str, console_errors: list[str], screenshots: Path
+) -> None:
+    open_page(page, mixed_repository)
+    picker = page.get_by_label("Serve from")
+    expect(picker).to_have_value("digits")
+    expect(page.locator("#row-editor")).to_be_hidden()
+    page.locator("#cell-18").click()
+    click_button(page, "Score", "score")
+    expect(page.locator("#heat-figure")).to_be_visible()
+    expect(page.locator("#score-bits")).to_be_visible()
+    picker.select_option("table")
+    expect(page.locator("#row-editor .editor-row")).to_have_count(len(NAMES))
+    expect(page.locator("#grid")).to_be_hidden()
+    expect(page.locator("#heat-figure")).to_be_hidden()  # the image's results went with it
+    expect(page.get_by_label("Complexity-corrected score")).to_be_hidden()
+    fill_row(page, ROW)
+    click_button(page, "Score", "score")
+    answer = api(mixed_repository, "/v1/models/table/log-likelihood", {"inputs": [ROW]})
+    assert shown_number(page, "#score-ll") == pytest.approx(answer["log_likelihood"][0], abs=5e-4)
+    expect(page.locator("#column-bars .hbar-row")).to_have_count(len(NAMES))
+    picker.select_option("digits")
+    expect(page.locator("#grid .cell")).to_have_count(64)
+    expect(page.locator("#row-editor")).to_be_hidden()
+    expect(page.locator("#column-figure")).to_be_hidden()
+    expect(page.get_by_label("Complexity-corrected score")).to_be_visible()
+    page.locator("#cell-18").click()
+    click_button(page, "Score", "score")
+    expect(page.locator("#score-bits")).to_be_visible()
+    expect(page.locator("#heat-figure")).to_be_visible()
+    page.screenshot(path=screenshots / "table-picker-back.png", full_page=True)
+    assert console_errors == []
