@@ -272,7 +272,9 @@
     if (dim.family === "gaussian_mixture") {
       return `mean ${formatReal(dim.mean)}, sd ${formatReal(dim.scale)}`;
     }
-    if (dim.family === "categorical") return dim.labels ? dim.labels.join(", ") : `0–${dim.classes - 1}`;
+    if (dim.family === "categorical") {
+      return dim.labels ? dim.labels.join(", ") : `0–${dim.classes - 1}`;
+    }
     if (dim.family === "ordinal") return `0–${dim.levels - 1}`;
     return "0, 1";
   }
@@ -548,8 +550,11 @@
       const text = field.value.trim();
       if (text === "") return null;
       const value = Number(text);
-      if (!Number.isFinite(value)) throw new InputError(`${columnName(d)}: "${text}" is not a number.`);
-      if (dim.family === "ordinal" && !(Number.isInteger(value) && value >= 0 && value < dim.levels)) {
+      if (!Number.isFinite(value)) {
+        throw new InputError(`${columnName(d)}: "${text}" is not a number.`);
+      }
+      const level = Number.isInteger(value) && value >= 0 && value < dim.levels;
+      if (dim.family === "ordinal" && !level) {
         throw new InputError(`${columnName(d)} takes a level 0–${dim.levels - 1}; got ${text}.`);
       }
       return value;
@@ -709,8 +714,8 @@
     const total = surprise.reduce((sum, value) => sum + value, 0);
     const negative = surprise.some((value) => value < 0);
     $("column-caption").textContent =
-      `Surprise per column, −log p(x_d | the columns before it in member ${member.k}'s ordering), ` +
-      `in nats; together ${total.toFixed(3)} nats, −log p_${member.k}(x). A real-valued ` +
+      "Surprise per column, −log p(x_d | the columns before it in member " +
+      `${member.k}'s ordering), in nats; together ${total.toFixed(3)} nats, −log p_${member.k}(x). A real-valued ` +
       `column's is a negative log density in its own units, so it can be below 0` +
       (negative ? " (bars to the left of the line)." : ".");
     $("column-figure").hidden = false;
