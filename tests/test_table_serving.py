@@ -106,6 +106,9 @@ def test_densities_have_no_bits_per_dim(client: MadeClient) -> None:
     # Densities move with the units: scaling a column by s shifts log p by -log s, so the
     # answer is not a probability (a quick check that it is a density: it can exceed 0).
     assert client.log_likelihood([ARRAY]).bits_per_dim is None
+    # Nor does the model's card: its test NLL is a density's too.
+    info = client.http.get("/v1/model").json()
+    assert info["test_bits_per_dim"] is None and np.isfinite(info["test_nll"])
 
 
 @pytest.mark.parametrize(

@@ -244,7 +244,11 @@ class ModelInfo(BaseModel):
     binarization: str
     valid_nll: float
     test_nll: float
-    test_bits_per_dim: float
+    test_bits_per_dim: float | None = Field(
+        description="test_nll / (D log 2); null for a model with real-valued (gaussian_mixture) "
+        "columns: its test NLL is a density's, in the data's units, which bits per dimension do "
+        "not measure."
+    )
     artifact_sha256: str
     created_at: str
     versions: dict[str, str]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import ConsoleMessage, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import MAX_SAMPLES
 
@@ -34,25 +34,6 @@ READ_CANVASES = """canvases => canvases.map(canvas => {
   }
   return pixels;
 })"""
-
-
-@pytest.fixture(scope="session")
-def browser_context_args(browser_context_args: dict) -> dict:
-    return {**browser_context_args, "viewport": {"width": 1280, "height": 800}}
-
-
-@pytest.fixture
-def console_errors(page: Page) -> list[str]:
-    """Console errors and uncaught exceptions of the page, collected for the test to assert on."""
-    errors: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            errors.append(message.text)
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    return errors
 
 
 def open_page(page: Page, url: str) -> None:

@@ -71,6 +71,7 @@ def model_info_of(model: LoadedModel) -> ModelInfo:
     m = model.engine.manifest
     digest = hashlib.sha256(str([member.ordering for member in m.members]).encode()).hexdigest()
     test_nll = m.metrics["test"].shipped_mixture
+    densities = model.engine.schema is not None and model.engine.schema.has_continuous
     return ModelInfo(
         name=m.name,
         model=model.name,
@@ -87,7 +88,7 @@ def model_info_of(model: LoadedModel) -> ModelInfo:
         binarization=m.data.binarization,
         valid_nll=m.metrics["valid"].shipped_mixture,
         test_nll=test_nll,
-        test_bits_per_dim=test_nll / (m.dim * math.log(2)),
+        test_bits_per_dim=None if densities else test_nll / (m.dim * math.log(2)),
         artifact_sha256=m.onnx.sha256,
         created_at=m.created_at.isoformat(),
         versions={

@@ -5,6 +5,8 @@
   const ROW_COLUMNS = 16; // layout of the row editor for models without an image shape
   const THUMB_PIXELS = 96; // rough size of a completion or sample image
   const EXPLAIN = 5; // most surprising dimensions asked for and outlined
+  const SELECT_LEVELS = 32; // an ordinal column with more levels gets a number field, not a list
+  const TABLE_COMPLETIONS = 5; // the default count of completions for a table's row
   const COLORS = {
     on: "#111111",
     off: "#ffffff",
@@ -22,6 +24,7 @@
 
   const state = {
     model: null,
+    table: false, // a row editor of named columns rather than a drawing grid (isTableModel)
     modelName: null, // the repository model picked; null: the server's default (/v1/...)
     rows: 1, // layout rows: the image height, or ceil(D / ROW_COLUMNS)
     cols: 1,
@@ -171,12 +174,17 @@
     $("card-source").textContent = `${m.data_source} (${m.binarization})`;
     $("card-dim").textContent = String(m.dim);
     $("card-schema").textContent = schemaText(m.dimensions);
+    renderColumns(m);
     $("card-shape").textContent = m.image_shape
       ? `${m.image_shape[0]} × ${m.image_shape[1]}`
       : "none (rows of D values)";
     $("card-members").textContent = `${m.num_members} (${m.weights_kind} weights)`;
     $("card-nll").textContent = `${m.test_nll.toFixed(3)} nats`;
-    $("card-bits").textContent = m.test_bits_per_dim.toFixed(4);
+    // null for densities (real-valued columns): nats in the data's units, not bits per dimension.
+    $("card-bits").textContent =
+      m.test_bits_per_dim === null
+        ? "none (a density over real-valued columns: see the test NLL)"
+        : m.test_bits_per_dim.toFixed(4);
     $("card-calibration").textContent = calibrationText(m.calibration_rows);
     $("card-sha").textContent = m.artifact_sha256.slice(0, 12);
     $("card-sha").title = m.artifact_sha256;
@@ -212,12 +220,63 @@
       const kind =
         d.family === "bernoulli"
           ? "bernoulli (0/1)"
-          : `${d.family} (${d.family === "ordinal" ? d.levels : d.classes} ${
-              d.family === "ordinal" ? "levels" : "classes"
-            })`;
+          : d.family === "gaussian_mixture"
+            ? "gaussian_mixture (real-valued)"
+            : `${d.family} (${d.family === "ordinal" ? d.levels : d.classes} ${
+                d.family === "ordinal" ? "levels" : "classes"
+              })`;
       counts.set(kind, (counts.get(kind) || 0) + 1);
     }
     return [...counts].map(([kind, n]) => `${n} ${kind}`).join(", ");
+  }
+
+  /** The card's table of columns, one line each, for models whose dimensions are named or
+   * real-valued (an image's pixels are summed up by the schema line alone). */
+  function renderColumns(m) {
+    const shown = !m.image_shape && Array.isArray(m.dimensions) &&
+      m.dimensions.some((d) => d.name || d.family === "gaussian_mixture");
+    $("card-columns-box").hidden = !shown;
+    if (!shown) return;
+    $("card-columns-summary").textContent = `${m.dim} columns`;
+    $("card-columns").tBodies[0].replaceChildren(
+      ...m.dimensions.map((dim, d) => {
+        const row = document.createElement("tr");
+        row.dataset.index = String(d);
+        const family = dim.family === "gaussian_mixture" ? "real" : dim.family;
+        for (const text of [String(d), dim.name ? breakableName(d) : "", family, valuesText(dim)]) {
+          const cell = document.createElement("td");
+          cell.append(text);
+          row.append(cell);
+        }
+        return row;
+      }),
+    );
+    $("card-columns-note").hidden = !m.dimensions.some((d) => d.family === "gaussian_mixture");
+  }
+
+  /** A real number for a person: four significant digits, an exponent only when far from 1. */
+  function formatReal(value) {
+    const size = Math.abs(value);
+    if (size !== 0 && (size >= 1e5 || size < 1e-3)) return value.toExponential(3);
+    return String(Number(value.toPrecision(4)));
+  }
+
+  function familyText(dim) {
+    if (dim.family === "gaussian_mixture") return "real (gaussian_mixture)";
+    if (dim.family === "categorical") return `categorical (${dim.classes} classes)`;
+    if (dim.family === "ordinal") return `ordinal (${dim.levels} levels)`;
+    return "bernoulli (0/1)";
+  }
+
+  function valuesText(dim) {
+    if (dim.family === "gaussian_mixture") {
+      return `mean ${formatReal(dim.mean)}, sd ${formatReal(dim.scale)}`;
+    }
+    if (dim.family === "categorical") {
+      return dim.labels ? dim.labels.join(", ") : `0–${dim.classes - 1}`;
+    }
+    if (dim.family === "ordinal") return `0–${dim.levels - 1}`;
+    return "0, 1";
   }
 
   /** The highest level a dimension takes (1 for bits). */
@@ -262,6 +321,16 @@
         : `/v1/models/${encodeURIComponent(state.modelName)}`,
     );
     state.model = m;
+    const wasTable = state.table;
+    state.table = isTableModel(m);
+    if (state.table !== wasTable) clearResults();
+    showInputKind();
+    renderCard(m);
+    if (state.table) {
+      state.pixels = [];
+      buildEditor();
+      return;
+    }
     if (m.image_shape) {
       [state.rows, state.cols] = m.image_shape;
     } else {
@@ -287,13 +356,415 @@
       state.maxLevel < 2
         ? "Row as text (0, 1, ? for unknown)"
         : `Row as text (levels 0-${state.maxLevel} separated by commas, ? for unknown)`;
-    renderCard(m);
     $("explain-title").textContent = m.image_shape
       ? "Most surprising pixels, outlined"
       : "Most surprising dimensions, outlined";
     buildGrid($("grid"), "cell");
     buildGrid($("heatmap"), "heat");
     refreshGrid();
+  }
+
+  // ---- tables: the row editor ----------------------------------------------------------------
+
+  /** A model edited as a row of columns rather than drawn: real-valued columns and no image
+   * shape. With every column named it is the service's tabular model: rows go as objects. */
+  function isTableModel(m) {
+    return (
+      !m.image_shape &&
+      Array.isArray(m.dimensions) &&
+      m.dimensions.some((d) => d.family === "gaussian_mixture")
+    );
+  }
+
+  function allNamed() {
+    return state.model.dimensions.every((d) => d.name);
+  }
+
+  function columnName(d) {
+    return state.model.dimensions[d].name ?? `dimension ${d}`;
+  }
+
+  /** How answers key column d: its name, or its index as text. */
+  function columnKey(d) {
+    return state.model.dimensions[d].name ?? String(d);
+  }
+
+  /** The drawing grid or the row editor, and the words that go with each. */
+  function showInputKind() {
+    const table = state.table;
+    $("table-input").hidden = !table;
+    $("image-input").hidden = table;
+    $("draw-title").textContent = table ? "Row" : "Input";
+    $("lead-what").textContent = table
+      ? "Fill in a row, score it, complete its missing columns, or sample new rows."
+      : "Draw an image, score it, complete its unknown pixels, or sample new ones.";
+    // Complexity correction compresses levels as bytes: the service refuses it for real values.
+    $("corrected-row").hidden = table;
+    $("corrected-hint").hidden = table;
+    if (table) $("score-corrected").checked = false;
+    $("sample-hint").textContent = `The same seed gives the same ${table ? "rows" : "images"}.`;
+    $("complete-n").value = String(table ? TABLE_COMPLETIONS : 8);
+  }
+
+  /** Results of the other kind of model go: canvases mean nothing beside a row editor. */
+  function clearResults() {
+    for (const id of [
+      "score-result",
+      "anomaly-result",
+      "score-p-text",
+      "anomaly-note",
+      "score-member",
+      "heat-figure",
+      "column-figure",
+      "explain",
+      "complete-info",
+      "complete-legend",
+      "complete-legend-levels",
+      "probabilities",
+    ]) {
+      $(id).hidden = true;
+    }
+    $("completions").replaceChildren();
+    $("samples").replaceChildren();
+    $("score").dataset.stale = "false";
+    $("complete").dataset.stale = "false";
+  }
+
+  function choices(dim) {
+    if (dim.family === "bernoulli") return ["0", "1"];
+    if (dim.family === "categorical") {
+      return dim.labels ?? Array.from({ length: dim.classes }, (_, c) => String(c));
+    }
+    return Array.from({ length: dim.levels }, (_, c) => String(c));
+  }
+
+  /** A number field for a real value (or a long ordinal), else a list of the column's values. */
+  function fieldFor(dim, d) {
+    let field;
+    if (dim.family === "gaussian_mixture") {
+      field = document.createElement("input");
+      field.type = "number";
+      field.step = "any";
+      field.inputMode = "decimal";
+      field.placeholder = formatReal(dim.mean);
+    } else if (dim.family === "ordinal" && dim.levels > SELECT_LEVELS) {
+      field = document.createElement("input");
+      field.type = "number";
+      field.min = "0";
+      field.max = String(dim.levels - 1);
+      field.step = "1";
+      field.inputMode = "numeric";
+      field.placeholder = `0–${dim.levels - 1}`;
+    } else {
+      field = document.createElement("select");
+      field.append(
+        ...choices(dim).map((text, c) => {
+          const option = document.createElement("option");
+          option.value = String(c);
+          option.textContent = text;
+          return option;
+        }),
+      );
+    }
+    field.id = `col-${d}`;
+    field.className = "column-field";
+    return field;
+  }
+
+  function buildEditor() {
+    $("row-editor").replaceChildren(
+      ...state.model.dimensions.map((dim, d) => {
+        const row = document.createElement("div");
+        row.className = "editor-row";
+        row.dataset.index = String(d);
+        row.dataset.family = dim.family;
+        const label = document.createElement("label");
+        label.htmlFor = `col-${d}`;
+        const name = document.createElement("span");
+        name.className = "column-name";
+        name.append(breakableName(d));
+        const family = document.createElement("span");
+        family.className = "column-family";
+        family.textContent = familyText(dim);
+        label.append(name, " ", family);
+        const field = fieldFor(dim, d);
+        const missing = document.createElement("label");
+        missing.className = "missing";
+        const box = document.createElement("input");
+        box.type = "checkbox";
+        box.id = `col-${d}-missing`;
+        box.setAttribute("aria-label", `${columnName(d)} missing`);
+        missing.append(box, " missing");
+        row.append(label, field, missing);
+        field.addEventListener("input", () => {
+          // Typing a value makes the column known; emptying a number field makes it missing.
+          box.checked = field.tagName === "INPUT" && field.value === "" && !field.validity.badInput;
+          refreshMissing(d);
+          markStale();
+        });
+        box.addEventListener("change", () => {
+          if (!box.checked && field.tagName === "INPUT" && field.value === "") {
+            field.value = field.placeholder.includes("–") ? "0" : String(dim.mean);
+          }
+          refreshMissing(d);
+          markStale();
+        });
+        return row;
+      }),
+    );
+    setEditor(typicalValues());
+  }
+
+  function refreshMissing(d) {
+    const missing = $(`col-${d}-missing`).checked;
+    const row = $(`col-${d}`).closest(".editor-row");
+    row.dataset.missing = String(missing);
+  }
+
+  /** Real columns at their training means, the others at their first level. */
+  function typicalValues() {
+    return state.model.dimensions.map((dim) =>
+      dim.family === "gaussian_mixture" ? Number(dim.mean.toPrecision(6)) : 0,
+    );
+  }
+
+  /** Per column, a number (a class's index for a categorical) or null (missing). */
+  function setEditor(values) {
+    values.forEach((value, d) => {
+      const field = $(`col-${d}`);
+      $(`col-${d}-missing`).checked = value === null;
+      if (value !== null) field.value = String(value);
+      else if (field.tagName === "INPUT") field.value = "";
+      refreshMissing(d);
+    });
+    markStale();
+  }
+
+  /** The editor's row: per column a number (a class's index) or null for missing. */
+  function editorValues() {
+    return state.model.dimensions.map((dim, d) => {
+      const field = $(`col-${d}`);
+      if ($(`col-${d}-missing`).checked) return null;
+      if (field.tagName === "SELECT") return Number(field.value);
+      if (field.validity.badInput) throw new InputError(`${columnName(d)}: that is not a number.`);
+      const text = field.value.trim();
+      if (text === "") return null;
+      const value = Number(text);
+      if (!Number.isFinite(value)) {
+        throw new InputError(`${columnName(d)}: "${text}" is not a number.`);
+      }
+      const level = Number.isInteger(value) && value >= 0 && value < dim.levels;
+      if (dim.family === "ordinal" && !level) {
+        throw new InputError(`${columnName(d)} takes a level 0–${dim.levels - 1}; got ${text}.`);
+      }
+      return value;
+    });
+  }
+
+  /** The row as the API takes it: labels for labelled categoricals, null for missing; an object
+   * keyed by column name where every column has one. */
+  function tableInput(values) {
+    const cells = values.map((value, d) => {
+      const labels = state.model.dimensions[d].labels;
+      return value !== null && labels ? labels[value] : value;
+    });
+    return allNamed() ? Object.fromEntries(cells.map((v, d) => [columnKey(d), v])) : cells;
+  }
+
+  /** An answered row (an object keyed by column name, or an array) as editor values. */
+  function rowValues(row) {
+    return state.model.dimensions.map((dim, d) => {
+      const value = Array.isArray(row) ? row[d] : row[columnKey(d)];
+      if (value === null || value === undefined) return null;
+      return typeof value === "string" ? dim.labels.indexOf(value) : value;
+    });
+  }
+
+  /** An answered value as a person reads it. */
+  function cellText(d, value) {
+    const dim = state.model.dimensions[d];
+    if (value === null) return "missing";
+    if (typeof value === "string") return value;
+    if (dim.family === "gaussian_mixture") return formatReal(value);
+    return dim.labels ? dim.labels[value] : String(value);
+  }
+
+  /** A column's name with break opportunities after "_" and "/", for long names in narrow
+   * places (rather than breaking inside a word). */
+  function breakableName(d) {
+    const fragment = document.createDocumentFragment();
+    columnName(d)
+      .split(/(?<=[_/])/)
+      .forEach((part, i) => {
+        if (i) fragment.append(document.createElement("wbr"));
+        fragment.append(part);
+      });
+    return fragment;
+  }
+
+  /** A small table of answered rows, showing the columns ``shown`` (indices); ``filled`` tints
+   * them as a completion's filled-in values; ``use`` adds a button per row that puts the whole
+   * row in the editor. */
+  function rowsTable(rows, label, shown, filled, use) {
+    const table = document.createElement("table");
+    table.className = "data-table rows-table";
+    table.setAttribute("aria-label", label);
+    const head = document.createElement("tr");
+    const heads = ["#", ...(use ? [""] : []), ...shown.map((d) => breakableName(d))];
+    for (const text of heads) {
+      const th = document.createElement("th");
+      th.scope = "col";
+      th.append(text);
+      head.append(th);
+    }
+    table.createTHead().append(head);
+    const body = table.createTBody();
+    rows.forEach((row, i) => {
+      const tr = document.createElement("tr");
+      const number = document.createElement("th");
+      number.scope = "row";
+      number.textContent = String(i + 1);
+      tr.append(number);
+      if (use) {
+        const cell = document.createElement("td");
+        const button = document.createElement("button");
+        button.type = "button";
+        button.textContent = "Use";
+        button.setAttribute("aria-label", `Put row ${i + 1} in the editor`);
+        button.addEventListener("click", () =>
+          run(async () => {
+            setEditor(rowValues(row));
+            $("draw").scrollIntoView({ block: "nearest" });
+          }),
+        );
+        cell.append(button);
+        tr.append(cell);
+      }
+      for (const d of shown) {
+        const cell = document.createElement("td");
+        const answered = Array.isArray(row) ? row[d] : row[columnKey(d)];
+        cell.dataset.column = columnKey(d);
+        cell.dataset.value = JSON.stringify(answered);
+        cell.textContent = cellText(d, answered);
+        if (filled) cell.classList.add("filled");
+        if (state.model.dimensions[d].family === "gaussian_mixture") cell.classList.add("number");
+        tr.append(cell);
+      }
+      body.append(tr);
+    });
+    const wrap = document.createElement("div");
+    wrap.className = "table-wrap";
+    wrap.append(table);
+    return wrap;
+  }
+
+  /** Horizontal bars of signed values: each item is {name, value, text, label}; bars grow from 0
+   * (left for negative values), scaled to the largest magnitude, or to ``top`` when given. */
+  function horizontalBars(container, items, top) {
+    const low = Math.min(0, ...items.map((item) => item.value));
+    const high = top ?? Math.max(0, ...items.map((item) => item.value));
+    const span = high - low || 1;
+    const zero = (100 * -low) / span;
+    container.replaceChildren(
+      ...items.map((item) => {
+        const row = document.createElement("div");
+        row.className = "hbar-row";
+        row.setAttribute("role", "listitem");
+        row.setAttribute("aria-label", item.label);
+        row.dataset.value = String(item.value);
+        if (item.index !== undefined) row.dataset.index = String(item.index);
+        const name = document.createElement("span");
+        name.className = "hbar-name";
+        name.textContent = item.name;
+        name.title = item.name;
+        const track = document.createElement("span");
+        track.className = "hbar-track";
+        track.style.setProperty("--zero", `${zero}%`);
+        const bar = document.createElement("span");
+        bar.className = item.value < 0 ? "hbar negative" : "hbar";
+        const width = (100 * Math.abs(item.value)) / span;
+        bar.style.left = `${item.value < 0 ? zero - width : zero}%`;
+        bar.style.width = `${width}%`;
+        track.append(bar);
+        const text = document.createElement("span");
+        text.className = "hbar-value";
+        text.textContent = item.text;
+        row.append(name, track, text);
+        return row;
+      }),
+    );
+  }
+
+  /** Per column, −log p_k(x_d | the columns before d in member k's ordering), in nats. */
+  function renderColumnBars(values, member, logps) {
+    const surprise = logps.map((logp) => -logp);
+    horizontalBars(
+      $("column-bars"),
+      surprise.map((value, d) => {
+        const shown = cellText(d, values[d]);
+        return {
+          index: d,
+          name: `${columnName(d)} = ${shown}`,
+          value,
+          text: `${value.toFixed(3)} nats`,
+          label: `${columnName(d)} = ${shown}: ${value.toFixed(3)} nats of surprise`,
+        };
+      }),
+    );
+    const total = surprise.reduce((sum, value) => sum + value, 0);
+    const negative = surprise.some((value) => value < 0);
+    $("column-caption").textContent =
+      "Surprise per column, −log p(x_d | the columns before it in member " +
+      `${member.k}'s ordering), in nats; together ${total.toFixed(3)} nats, −log p_${member.k}(x). A real-valued ` +
+      `column's is a negative log density in its own units, so it can be below 0` +
+      (negative ? " (bars to the left of the line)." : ".");
+    $("column-figure").hidden = false;
+  }
+
+  /** The estimated probabilities of each missing categorical column's classes, as bars. */
+  function renderProbabilities(columns, ess) {
+    const box = $("probabilities");
+    const entries = Object.entries(columns);
+    box.hidden = entries.length === 0;
+    const figures = entries.map(([name, classes]) => {
+      const figure = document.createElement("figure");
+      figure.className = "probability";
+      figure.dataset.column = name;
+      const bars = document.createElement("div");
+      bars.className = "hbars";
+      bars.setAttribute("role", "list");
+      bars.setAttribute("aria-label", `${name}: estimated probabilities`);
+      horizontalBars(
+        bars,
+        Object.entries(classes).map(([label, p]) => ({
+          name: label,
+          value: p,
+          text: `${(100 * p).toFixed(1)}%`,
+          label: `${name} = ${label}: ${(100 * p).toFixed(1)}%`,
+        })),
+        1, // probabilities: a full bar is 1
+      );
+      const caption = document.createElement("figcaption");
+      caption.textContent = `${name}: estimated p(class | observed columns)`;
+      figure.append(bars, caption);
+      return figure;
+    });
+    const title = document.createElement("h3");
+    title.textContent = "Missing categorical columns";
+    const note = document.createElement("p");
+    note.className = "hint";
+    note.textContent =
+      "Each class's exact conditional given a completion's other columns, averaged over the " +
+      "completions: an estimate as good as they are" +
+      (ess === null ? "." : ` (effective sample size ${ess.toFixed(1)}).`);
+    box.replaceChildren(title, ...figures, note);
+  }
+
+  async function fillFromSample() {
+    requireModel();
+    const body = jsonBody({ num_samples: 1 }, randomSeed());
+    const result = await api("POST", modelPath("sample"), body);
+    setEditor(rowValues(result.samples[0]));
   }
 
   // ---- drawing grid --------------------------------------------------------------------------
@@ -480,12 +951,19 @@
     markStale();
   }
 
-  /** The drawing as the API takes it: image-shaped for image models, otherwise flat. */
-  function inputRow() {
-    if (!state.model.image_shape) return state.pixels.slice();
+  /** The input's values: the row editor's for a table, else the drawing's (null: unknown). */
+  function currentValues() {
+    return state.table ? editorValues() : state.pixels.slice();
+  }
+
+  /** ``values`` as the API takes them: a table's row object, image-shaped for image models,
+   * otherwise flat. */
+  function inputRow(values) {
+    if (state.table) return tableInput(values);
+    if (!state.model.image_shape) return values.slice();
     const rows = [];
     for (let r = 0; r < state.rows; r += 1) {
-      rows.push(state.pixels.slice(r * state.cols, (r + 1) * state.cols));
+      rows.push(values.slice(r * state.cols, (r + 1) * state.cols));
     }
     return rows;
   }
@@ -636,10 +1114,11 @@
 
   /** A complete row's score with p-value and explanation; where the artifact refuses p-values,
    * the same score without them and the refusal's message, so the rest still shows. */
-  async function scoreComplete() {
+  async function scoreComplete(values) {
     const alpha = readAlpha();
-    const explain = Math.min(EXPLAIN, state.model.dim);
-    const fields = { inputs: [inputRow()], per_member: true, per_dimension: true, explain };
+    const fields = { inputs: [inputRow(values)], per_member: true, per_dimension: true };
+    // A table's bars show every column: no list of the most surprising ones.
+    if (!state.table) fields.explain = Math.min(EXPLAIN, state.model.dim);
     const anomaly = { p_value: true };
     if (alpha !== null) anomaly.alpha = alpha;
     if ($("score-corrected").checked) anomaly.score = "complexity_corrected";
@@ -655,25 +1134,32 @@
 
   async function score() {
     requireModel();
-    const pixels = state.pixels.slice();
+    const pixels = currentValues();
     const unknown = pixels.filter((v) => v === null).length;
+    const unit = state.table ? "columns" : "pixels";
     // A seed makes a sampled marginal reproducible: the same call gives the same estimate.
     const seed = unknown ? randomSeed() : undefined;
     const marginal = () =>
-      api("POST", modelPath("log-likelihood"), jsonBody({ inputs: [inputRow()] }, seed));
-    const { result, refusal } = unknown ? { result: await marginal() } : await scoreComplete();
+      api("POST", modelPath("log-likelihood"), jsonBody({ inputs: [inputRow(pixels)] }, seed));
+    const { result, refusal } = unknown
+      ? { result: await marginal() }
+      : await scoreComplete(pixels);
     const method = result.method[0];
-    $("score-ll").textContent = `${result.log_likelihood[0].toFixed(3)} nats`;
-    $("score-bits").textContent = result.bits_per_dim[0].toFixed(4);
+    // No bits per dimension for densities (real-valued columns): nats in the data's units only.
+    const density = result.bits_per_dim === undefined;
+    $("score-ll").textContent =
+      `${result.log_likelihood[0].toFixed(3)} nats` + (density ? " (a log density)" : "");
+    $("score-bits").textContent = density ? "" : result.bits_per_dim[0].toFixed(4);
+    $("score-bits").hidden = $("score-bits-label").hidden = density;
     const memberText = $("score-member");
     if (method === "exact") {
       $("score-method").textContent = unknown
-        ? `exact marginal of the ${pixels.length - unknown} observed pixels`
+        ? `exact marginal of the ${pixels.length - unknown} observed ${unit}`
         : "exact";
     } else {
       const ess = result.effective_sample_size[0];
       $("score-method").textContent =
-        `importance-sampled marginal of the ${pixels.length - unknown} observed pixels, ` +
+        `importance-sampled marginal of the ${pixels.length - unknown} observed ${unit}, ` +
         `standard error ${result.standard_error[0].toFixed(3)} nats, ` +
         `effective sample size ${ess.toFixed(1)}, seed ${seed}`;
     }
@@ -684,10 +1170,26 @@
     outline($("grid"), []);
     if (unknown) {
       $("heat-figure").hidden = true;
+      $("column-figure").hidden = true;
       delete memberText.dataset.member;
+      memberText.textContent = state.table
+        ? "The per-column surprise and the p-value need every column known: fill in the " +
+          "missing ones to see them."
+        : "The heat map, p-value and explanation need every pixel known: turn unknown pixels " +
+          "on or off to see them.";
+    } else if (state.table) {
+      const member = likeliestMember(state.model.mixture_weights, result.per_member[0]);
+      renderColumnBars(pixels, member, result.per_dimension[0][member.k]);
       memberText.textContent =
-        "The heat map, p-value and explanation need every pixel known: turn unknown pixels " +
-        "on or off to see them.";
+        `Member ${member.k} explains this row best ` +
+        `(posterior weight ${member.posterior.toFixed(3)}).`;
+      memberText.dataset.member = String(member.k);
+      if (refusal === null) {
+        renderAnomaly(result);
+      } else {
+        $("anomaly-note").textContent = `No p-value: ${refusal}.`;
+        $("anomaly-note").hidden = false;
+      }
     } else {
       const member = likeliestMember(state.model.mixture_weights, result.per_member[0]);
       const surprise = result.per_dimension[0][member.k].map((logp) => -logp);
@@ -742,25 +1244,42 @@
 
   async function complete() {
     requireModel();
-    const pixels = state.pixels.slice();
+    const pixels = currentValues();
     const unknown = pixels.filter((v) => v === null).length;
     if (!unknown) {
-      throw new InputError("Mark some pixels with the Unknown brush first: Complete fills them in.");
+      throw new InputError(
+        state.table
+          ? "Mark some columns missing first: Complete fills them in."
+          : "Mark some pixels with the Unknown brush first: Complete fills them in.",
+      );
     }
     const count = readCount("complete-n", "Completions");
     const seed = randomSeed();
-    const body = jsonBody({ inputs: [inputRow()], num_samples: count }, seed);
+    const body = jsonBody({ inputs: [inputRow(pixels)], num_samples: count }, seed);
     const result = await api("POST", modelPath("complete"), body);
     const method = result.method[0];
     const ess = result.effective_sample_size[0];
     const essText = ess === null ? "" : `, effective sample size ${ess.toFixed(1)}`;
     const info = $("complete-info");
     info.textContent =
-      `${count} completion${count === 1 ? "" : "s"} of ${unknown} unknown pixels; ` +
+      `${count} completion${count === 1 ? "" : "s"} of ${unknown} ` +
+      `${state.table ? "missing columns" : "unknown pixels"}; ` +
       `method ${method}${essText}; seed ${seed}.` +
+      (state.table ? " The missing columns' values (the others are as given):" : "") +
       (result.warning ? ` Warning: ${result.warning}` : "");
     info.dataset.seed = seed;
     info.hidden = false;
+    $("complete").dataset.stale = "false";
+    if (state.table) {
+      // The observed columns are as given in every completion: only the filled-in ones show.
+      const missing = pixels.flatMap((value, d) => (value === null ? [d] : []));
+      const label = `Completions of the missing columns, seed ${seed}`;
+      $("completions").replaceChildren(
+        rowsTable(result.completions[0], label, missing, true, false),
+      );
+      renderProbabilities((result.probabilities || [{}])[0], ess);
+      return;
+    }
     $(state.maxLevel > 1 ? "complete-legend-levels" : "complete-legend").hidden = false;
     $("completions").replaceChildren(
       ...result.completions[0].map((values, i) =>
@@ -776,6 +1295,12 @@
     const seed = $("sample-seed").value.trim();
     if (!/^[0-9]+$/.test(seed)) throw new InputError("Seed must be a whole number ≥ 0.");
     const result = await api("POST", modelPath("sample"), jsonBody({ num_samples: count }, seed));
+    if (state.table) {
+      const columns = state.model.dimensions.map((_, d) => d);
+      const label = `Samples, seed ${seed}`;
+      $("samples").replaceChildren(rowsTable(result.samples, label, columns, false, true));
+      return;
+    }
     $("samples").replaceChildren(
       ...result.samples.map((values, i) =>
         thumbnail(values, null, `sample ${i + 1} of ${count}, seed ${seed}`),
@@ -807,6 +1332,9 @@
       markStale();
     });
     onClick("load-image", loadImage, "draw");
+    onClick("fill-sample", fillFromSample, "draw");
+    onClick("fill-typical", async () => setEditor(typicalValues()), "draw");
+    onClick("all-missing", async () => setEditor(state.model.dimensions.map(() => null)), "draw");
     onClick("score-button", score, "score");
     onClick("complete-button", complete, "complete");
     onClick("sample-button", sample, "sample");
