@@ -99,21 +99,30 @@ def _group_log_prob(
     return node("ReduceSum", [terms, sum_over_dims], f"{g}_total", keepdims=0)
 
 
-def _gaussian_mixture(
-    g: str, group: Group, p: str, x: str, node: Node, inits: list[onnx.TensorProto]
-) -> str:
-    """[K, B, n] log densities of real values x [B, n, 1] (data units) under params
-    [K, B, n, 3M] (``service.contract.schema.gaussian_mixture_log_density``)."""
+def _mixture_parts(
+    g: str, group: Group, p: str, node: Node, inits: list[onnx.TensorProto]
+) -> tuple[str, str, str]:
+    """A mixture family's params [K, B, n, 3M] split into its M logits, M means and M raw
+    log-scales, each [K, B, n, M]."""
     m = group.units.shape[1] // 3
 
     def part(j: int) -> str:
         index = _constant(inits, f"{g}_part{j}", np.arange(j * m, (j + 1) * m, dtype=np.int64))
         return node("Gather", [p, index], f"{g}_part{j}_values", axis=3)
 
+    return part(0), part(1), part(2)
+
+
+def _gaussian_mixture(
+    g: str, group: Group, p: str, x: str, node: Node, inits: list[onnx.TensorProto]
+) -> str:
+    """[K, B, n] log densities of real values x [B, n, 1] (data units) under params
+    [K, B, n, 3M] (``service.contract.schema.gaussian_mixture_log_density``)."""
+    logits, means, raw = _mixture_parts(g, group, p, node, inits)
+
     def f32(name: str, value: np.ndarray | float) -> str:
         return _constant(inits, f"{g}_{name}", np.asarray(value, dtype=np.float32))
 
-    logits, means, raw = part(0), part(1), part(2)
     # (x - mean) first: exact for values near the mean, where x / scale - mean / scale would
     # cancel in float32.
     centred = node("Sub", [x, f32("column_means", group.means[:, None])], f"{g}_centred")
@@ -149,16 +158,11 @@ def _discretized_logistic(
 ) -> str:
     """[K, B, n] log p(x) of ordinal levels x [B, n, 1] under params [K, B, n, 3M]
     (``service.contract.schema.discretized_logistic_log_prob``)."""
-    m = group.units.shape[1] // 3
-
-    def part(j: int) -> str:
-        index = _constant(inits, f"{g}_part{j}", np.arange(j * m, (j + 1) * m, dtype=np.int64))
-        return node("Gather", [p, index], f"{g}_part{j}_values", axis=3)
+    logits, means, raw = _mixture_parts(g, group, p, node, inits)
 
     def f32(name: str, value: np.ndarray | float) -> str:
         return _constant(inits, f"{g}_{name}", np.asarray(value, dtype=np.float32))
 
-    logits, means, raw = part(0), part(1), part(2)
     half_value = (1.0 / (group.levels - 1.0))[:, None]  # [n, 1]
     half = f32("half", half_value)
     log_scale = node(

@@ -222,14 +222,7 @@ def _same_columns(
         if lacking or extra:
             raise DataError(
                 f"{where[key]}: its columns differ from {where[first]}'s: "
-                + "; ".join(
-                    part
-                    for part in (
-                        f"lacks {', '.join(map(repr, lacking))}" if lacking else "",
-                        f"has {', '.join(map(repr, extra))} besides" if extra else "",
-                    )
-                    if part
-                )
+                + _listing(("lacks {}", lacking), ("has {} besides", extra))
             )
     return {key: frame[columns] for key, frame in frames.items()}
 
@@ -335,14 +328,7 @@ def _in_header_order(
     if lacking or unknown:
         raise DataError(
             f"{next(iter(where.values()))}: the schema file must declare each header column: "
-            + "; ".join(
-                part
-                for part in (
-                    f"undeclared {', '.join(map(repr, lacking))}" if lacking else "",
-                    f"not in the header {', '.join(map(repr, unknown))}" if unknown else "",
-                )
-                if part
-            )
+            + _listing(("undeclared {}", lacking), ("not in the header {}", unknown))
         )
     return [by_name[n] for n in header]
 
@@ -420,3 +406,10 @@ def _split(rows: np.ndarray) -> dict[str, np.ndarray]:
     n_valid = int(OWN_DATA_SPLIT[1] * len(rows))
     parts = np.split(order, [n_train, n_train + n_valid])
     return {split: rows[index] for split, index in zip(SPLITS, parts, strict=True)}
+
+
+def _listing(*parts: tuple[str, list[str]]) -> str:
+    """'; '-joined ``template.format(names)`` of each part with names (repr'd, comma-joined)."""
+    return "; ".join(
+        template.format(", ".join(map(repr, names))) for template, names in parts if names
+    )

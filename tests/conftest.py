@@ -3,7 +3,7 @@
 import asyncio
 import json
 import logging
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,6 +87,37 @@ def export_tiny(factory: pytest.TempPathFactory, name: str, dim: int, **override
     data = write_splits(factory.mktemp(f"{name}-data"), dim)
     out = factory.mktemp("artifacts") / name
     export(train_tiny(factory.mktemp(f"{name}-run"), data, **overrides), out)
+    return out
+
+
+def write_schema_splits(
+    folder: Path,
+    rows_of: Callable[[int, int], np.ndarray],
+    schema: dict,
+    sizes: tuple[int, int] = (600, 200),
+) -> Path:
+    """A files source under a schema file: train/valid/test .npy of ``rows_of(n, seed)`` (seeds
+    0, 1, 2; ``sizes`` the train and the other splits' rows) and ``schema.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed, split in enumerate(("train", "valid", "test")):
+        np.save(folder / f"{split}.npy", rows_of(sizes[0] if split == "train" else sizes[1], seed))
+    (folder / "schema.json").write_text(json.dumps(schema))
+    return folder
+
+
+def export_schema_model(
+    factory: pytest.TempPathFactory,
+    name: str,
+    data_dir: Path,
+    product: bool = False,
+    **overrides: object,
+) -> Path:
+    """Train a tiny model on a schema source (``write_schema_splits``) and export it as ``name``."""
+    from model.export import export
+
+    trained = train_tiny(factory.mktemp(f"{name}-run"), data_dir, **overrides)
+    out = factory.mktemp("artifacts") / name
+    export(trained, out, product=product)
     return out
 
 

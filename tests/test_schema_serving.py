@@ -12,20 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import schemathesis
 import tritonclient.http as triton_http
-from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hypothesis_settings
 from schemathesis import GenerationMode
 from tritonclient.utils import InferenceServerException
 
 from service.contract.artifact import ArtifactError
 from service.contract.mixture import product_log_unnormalised
 from service.inference.engine import Engine
-from service.settings import Settings
-from service.transport.app import create_app
-from tests.conftest import served, train_tiny
+from tests.conftest import export_schema_model, served, write_schema_splits
+from tests.fuzzing import fuzz_operation
 from tests.servers import made_serve
 
 LABELS = ["a", "b", "c", "d"]
@@ -54,16 +49,10 @@ def mixed_rows(n: int, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def mixed_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model.export import export
-
-    data = tmp_path_factory.mktemp("mixed-data")
-    for i, split in enumerate(("train", "valid", "test")):
-        np.save(data / f"{split}.npy", mixed_rows(800 if split == "train" else 200, i))
-    (data / "schema.json").write_text(json.dumps(SCHEMA))
-    trained = train_tiny(tmp_path_factory.mktemp("mixed-run"), data, epochs=6)
-    out = tmp_path_factory.mktemp("artifacts") / "mixed"
-    export(trained, out, product=True)
-    return out
+    data = write_schema_splits(
+        tmp_path_factory.mktemp("mixed-data"), mixed_rows, SCHEMA, sizes=(800, 200)
+    )
+    return export_schema_model(tmp_path_factory, "mixed", data, product=True, epochs=6)
 
 
 @pytest.fixture(scope="module")
@@ -249,30 +238,7 @@ def test_the_served_document_states_what_a_schema_model_takes(
 ) -> None:
     """schemathesis from the mixed model's own OpenAPI document: every row valid under it (levels
     per dimension, labels) answered, every invalid one refused, none a 5xx."""
-    settings = Settings(
-        model_dir=mixed_artifact,
-        batching=False,
-        max_rows=8,
-        max_samples=8,
-        max_particles=64,
-        default_particles=8,
-    )
-    app = create_app(settings, engine=Engine.load(mixed_artifact))
-    with TestClient(app):
-        operation = schemathesis.openapi.from_asgi("/openapi.json", app)[path]["POST"]
-
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @hypothesis_settings(
-            max_examples=25,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            suppress_health_check=list(HealthCheck),
-        )
-        def fuzz(case) -> None:
-            case.call_and_validate()
-
-        fuzz()
+    fuzz_operation(mixed_artifact, path, mode)
 
 
 @pytest.mark.parametrize(

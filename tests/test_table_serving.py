@@ -10,17 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import schemathesis
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hypothesis_settings
 from schemathesis import GenerationMode
 
 from service.client import MadeClient
-from service.inference.engine import Engine
 from service.settings import Settings
 from service.transport.app import create_app
-from tests.conftest import served, train_tiny
+from tests.conftest import export_schema_model, served, write_schema_splits
+from tests.fuzzing import fuzz_operation
 
 JOBS = ["admin", "blue-collar", "technician"]
 SCHEMA = {
@@ -54,18 +51,15 @@ def table_rows(n: int, seed: int) -> np.ndarray:
     return np.stack([age, job, flag, size, income], axis=1).astype(np.float32)
 
 
+def export_table_model(factory: pytest.TempPathFactory, name: str) -> Path:
+    """The tabular model of these tests, trained on ``table_rows`` and exported as ``name``."""
+    data = write_schema_splits(factory.mktemp(f"{name}-data"), table_rows, SCHEMA)
+    return export_schema_model(factory, name, data, epochs=4)
+
+
 @pytest.fixture(scope="module")
 def table_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model.export import export
-
-    data = tmp_path_factory.mktemp("table-data")
-    for i, split in enumerate(("train", "valid", "test")):
-        np.save(data / f"{split}.npy", table_rows(600 if split == "train" else 200, i))
-    (data / "schema.json").write_text(json.dumps(SCHEMA))
-    trained = train_tiny(tmp_path_factory.mktemp("table-run"), data, epochs=4)
-    out = tmp_path_factory.mktemp("artifacts") / "table"
-    export(trained, out)
-    return out
+    return export_table_model(tmp_path_factory, "table")
 
 
 @pytest.fixture(scope="module")
@@ -286,27 +280,4 @@ def test_schemathesis_finds_nothing_on_a_tabular_model(
 ) -> None:
     """Rows valid under the tabular model's own document (arrays or objects, numbers within
     range) answered, invalid ones refused, none a 5xx, answers as documented."""
-    settings = Settings(
-        model_dir=table_artifact,
-        batching=False,
-        max_rows=8,
-        max_samples=8,
-        max_particles=64,
-        default_particles=8,
-    )
-    app = create_app(settings, engine=Engine.load(table_artifact))
-    with TestClient(app):
-        operation = schemathesis.openapi.from_asgi("/openapi.json", app)[path]["POST"]
-
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @hypothesis_settings(
-            max_examples=25,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            suppress_health_check=list(HealthCheck),
-        )
-        def fuzz(case) -> None:
-            case.call_and_validate()
-
-        fuzz()
+    fuzz_operation(table_artifact, path, mode)

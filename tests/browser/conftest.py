@@ -139,10 +139,20 @@ def repository_server(
     digits_artifact: Path, tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A model repository of two: the digits images (the default) and the D=8 rows model."""
-    root = tmp_path_factory.mktemp("page-repository")
+    with digits_and(digits_artifact, tiny_artifact, "rows", tmp_path_factory) as url:
+        yield url
+
+
+@contextmanager
+def digits_and(
+    digits_artifact: Path, artifact: Path, name: str, factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A made-serve process on a model repository of the digits images (the default) and
+    ``artifact`` as model ``name``."""
+    root = factory.mktemp(f"page-repository-{name}")
     shutil.copytree(digits_artifact, root / "digits")
-    shutil.copytree(tiny_artifact, root / "rows")
-    log = tmp_path_factory.mktemp("repository-server") / "serve.log"
+    shutil.copytree(artifact, root / name)
+    log = factory.mktemp(f"repository-server-{name}") / "serve.log"
     with made_serve(root, log, model_repository=str(root), default_model="digits") as url:
         yield url
 

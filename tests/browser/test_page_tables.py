@@ -2,9 +2,7 @@
 and an ordinal, every column named): the row editor, scores and marginals, completions with the
 categorical probabilities, samples and the per-column surprise bars, each checked against /v1."""
 
-import json
 import math
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +10,9 @@ import numpy as np
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import made_serve
+from tests.browser.conftest import digits_and, made_serve
 from tests.browser.test_page import api, click_button, open_page, shown_number
-from tests.conftest import train_tiny
-from tests.test_table_serving import JOBS, NAMES, ROW, SCHEMA, table_rows
+from tests.test_table_serving import JOBS, NAMES, ROW, SCHEMA, export_table_model
 
 pytestmark = pytest.mark.slow
 
@@ -24,16 +21,7 @@ pytestmark = pytest.mark.slow
 def table_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tabular model of tests/test_table_serving.py, with calibration rows (so p-values are
     served)."""
-    from model.export import export
-
-    data = tmp_path_factory.mktemp("page-table-data")
-    for i, split in enumerate(("train", "valid", "test")):
-        np.save(data / f"{split}.npy", table_rows(600 if split == "train" else 200, i))
-    (data / "schema.json").write_text(json.dumps(SCHEMA))
-    trained = train_tiny(tmp_path_factory.mktemp("page-table-run"), data, epochs=4)
-    artifact = tmp_path_factory.mktemp("artifacts") / "page-table"
-    export(trained, artifact)
-    return artifact
+    return export_table_model(tmp_path_factory, "page-table")
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +36,7 @@ def mixed_repository(
     digits_artifact: Path, table_artifact: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A model repository of the digits images (the default) and the table."""
-    root = tmp_path_factory.mktemp("page-mixed-repository")
-    shutil.copytree(digits_artifact, root / "digits")
-    shutil.copytree(table_artifact, root / "table")
-    log = tmp_path_factory.mktemp("mixed-server") / "serve.log"
-    with made_serve(root, log, model_repository=str(root), default_model="digits") as url:
+    with digits_and(digits_artifact, table_artifact, "table", tmp_path_factory) as url:
         yield url
 
 

@@ -1177,27 +1177,18 @@
           "missing ones to see them."
         : "The heat map, p-value and explanation need every pixel known: turn unknown pixels " +
           "on or off to see them.";
-    } else if (state.table) {
-      const member = likeliestMember(state.model.mixture_weights, result.per_member[0]);
-      renderColumnBars(pixels, member, result.per_dimension[0][member.k]);
-      memberText.textContent =
-        `Member ${member.k} explains this row best ` +
-        `(posterior weight ${member.posterior.toFixed(3)}).`;
-      memberText.dataset.member = String(member.k);
-      if (refusal === null) {
-        renderAnomaly(result);
-      } else {
-        $("anomaly-note").textContent = `No p-value: ${refusal}.`;
-        $("anomaly-note").hidden = false;
-      }
     } else {
       const member = likeliestMember(state.model.mixture_weights, result.per_member[0]);
-      const surprise = result.per_dimension[0][member.k].map((logp) => -logp);
-      const explained = result.explanation[0];
-      renderHeat(surprise, pixels, member, explained);
-      renderExplanation(explained);
+      if (state.table) {
+        renderColumnBars(pixels, member, result.per_dimension[0][member.k]);
+      } else {
+        const surprise = result.per_dimension[0][member.k].map((logp) => -logp);
+        const explained = result.explanation[0];
+        renderHeat(surprise, pixels, member, explained);
+        renderExplanation(explained);
+      }
       memberText.textContent =
-        `Member ${member.k} explains this input best ` +
+        `Member ${member.k} explains this ${state.table ? "row" : "input"} best ` +
         `(posterior weight ${member.posterior.toFixed(3)}).`;
       memberText.dataset.member = String(member.k);
       if (refusal === null) {
