@@ -127,15 +127,15 @@ def _checked_rows(
     )
     out = np.empty((len(rows), dim), dtype=np.float32)
     image_rows: bool | None = None
+    names = column_names(schema)  # once, not per row: rows may be objects keyed by these
     for i, row in enumerate(rows):
         if isinstance(row, dict):
             entries = ordered_entries(row, schema, (field, i))
-            names = column_names(schema) or ()
             for j, entry in enumerate(entries):
                 out[i, j] = _level(entry, allow_missing, (field, i, names[j]), schema, j)
             continue
         if not isinstance(row, list):
-            objects = " or an object keyed by column name" if column_names(schema) else ""
+            objects = " or an object keyed by column name" if names else ""
             raise InvalidField((field, i), f"must be an array of {shape_text}{objects}")
         is_image = bool(row) and isinstance(row[0], list)
         if image_rows is None:
