@@ -74,6 +74,9 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, dest="learning_rate")
     parser.add_argument("--lr-schedule", choices=["constant", "cosine"])
     parser.add_argument("--weight-decay", type=float)
+    parser.add_argument(
+        "--dropout", type=float, help="share of hidden units dropped in each training step"
+    )
     parser.add_argument("--patience", type=int, help="early-stopping patience in epochs")
     parser.add_argument(
         "--member-schedule", choices=["cycle", "sample"], help="which member each minibatch trains"
@@ -140,6 +143,7 @@ def train_main(argv: list[str] | None = None) -> int:
             "learning_rate",
             "lr_schedule",
             "weight_decay",
+            "dropout",
             "patience",
             "member_schedule",
             "em_alpha",

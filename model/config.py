@@ -19,6 +19,8 @@ class TrainConfig:
     learning_rate: float = 1e-3
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     weight_decay: float = 0.0
+    # Share of hidden units zeroed at each training step (dropout; none at evaluation or export).
+    dropout: float = 0.0
     patience: int = 20  # epochs without a better validation mixture NLL before stopping
     member_schedule: Literal["cycle", "sample"] = "cycle"
     em_alpha: float = 1.0

@@ -171,7 +171,9 @@ def build_model(
     pool = pool or draw_pool(
         config.num_masks, dim, config.hidden_sizes, config.ordering, config.seed
     )
-    return MADE(dim, config.hidden_sizes, pool, direct=config.direct, schema=schema)
+    return MADE(
+        dim, config.hidden_sizes, pool, direct=config.direct, schema=schema, dropout=config.dropout
+    )
 
 
 def pool_to_state(pool: MaskPool) -> dict[str, object]:

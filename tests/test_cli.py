@@ -81,13 +81,19 @@ def test_a_checkpoint_older_than_an_option_resumes_with_its_default(tmp_path):
     assert train_main(["--out", str(tmp_path), "--resume", *args, "--lr", "0.5"]) != 0
 
 
-def test_seed_makes_runs_reproducible(tmp_path):
+@pytest.mark.parametrize("dropout", ["0", "0.3"])
+def test_seed_makes_runs_reproducible(tmp_path, dropout):
+    import torch
+
     args = ["--epochs", "2", "--masks", "2", "--hidden", "16", "--quiet", "--seed", "5"]
+    args += ["--dropout", dropout]
     assert train_main(["--out", str(tmp_path / "a"), *args]) == 0
     assert train_main(["--out", str(tmp_path / "b"), *args]) == 0
     a = json.loads((tmp_path / "a" / "report.json").read_text())
     b = json.loads((tmp_path / "b" / "report.json").read_text())
     assert a["test"] == b["test"]
+    saved = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    assert saved["config"]["dropout"] == float(dropout)
 
 
 def test_bad_data_is_an_error_not_a_crash(tmp_path, capsys):

@@ -44,6 +44,33 @@ def test_every_member_is_autoregressive(dim, hidden, ordering, direct):
         assert grad.abs().sum() > 0
 
 
+def test_dropout_keeps_members_autoregressive_and_is_off_in_evaluation():
+    """Dropout thins hidden units in training mode only; no dropped unit opens a path."""
+    torch.manual_seed(0)
+    dim, hidden = 9, [40, 30]
+    pool = draw_pool(3, dim, hidden, "random", seed=1)
+    made = MADE(dim, hidden, pool, direct=True, dropout=0.5).train()
+    x = torch.rand(64, dim, requires_grad=True)
+    for k in range(pool.num_members):
+        position = torch.as_tensor(np.argsort(pool.orderings[k]))
+        for d in range(dim):
+            (grad,) = torch.autograd.grad(made(x, k)[:, d].sum(), x)
+            assert torch.all(grad[:, position >= position[d]] == 0), (k, d)
+    assert not torch.equal(made(x, 0), made(x, 0))  # a fresh thinning each step
+    made.eval()
+    assert torch.equal(made(x, 0), made(x, 0))
+    undropped = MADE(dim, hidden, pool, direct=True).eval()
+    undropped.load_state_dict(made.state_dict())
+    assert torch.equal(made(x, 0), undropped(x, 0))
+
+
+@pytest.mark.parametrize("dropout", [-0.1, 1.0])
+def test_dropout_outside_its_range_is_refused(dropout):
+    pool = draw_pool(1, 4, [8], "random", seed=0)
+    with pytest.raises(ValueError, match="dropout"):
+        MADE(4, [8], pool, dropout=dropout)
+
+
 def test_members_and_mixtures_normalise(tiny_trained):
     made = tiny_trained.model
     rows = all_binary(made.dim)
