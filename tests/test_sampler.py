@@ -9,10 +9,9 @@ from service.contract.masks import draw_pool
 from service.contract.sampler import (
     BLOCK,
     MemberNet,
+    Sampler,
     ancestral,
-    ancestral_members,
     member_nets,
-    sampler_plan,
 )
 
 DIM = 2 * BLOCK + 7  # three blocks, the last one partial
@@ -121,7 +120,7 @@ def test_members_batched_together_equal_each_member_alone(hidden):
     given = np.where(rng.random((50, DIM)) < 0.2, rng.random((50, DIM)) < 0.5, np.nan)
     given = given.astype(np.float32)
     uniforms = rng.random((50, DIM))
-    x, log_weight = ancestral_members(nets, sampler_plan(nets), members, given, uniforms)
+    x, log_weight = Sampler(nets).draw(members, given, uniforms)
     for k in range(3):
         rows = members == k
         alone_x, alone_weight = ancestral(nets[k], given[rows], uniforms[rows])

@@ -8,8 +8,9 @@ and its hidden units (those of degree inside the block) everything from the fina
 sampled prefix, and a compiled loop then runs the block's steps with only those few units. A step
 is a comparison of a logit with the precomputed threshold logit(u); clamped entries get -inf or
 +inf and their conditionals are summed afterwards into an importance weight, which makes the same
-routine the proposal of the importance-sampling estimators. Deeper nets use the plain incremental
-sampler.
+routine the proposal of the importance-sampling estimators. Deeper nets use the incremental
+sampler: the first layer moves by one column per step and each deeper unit is computed once, at the
+step its inputs become final (``DeeperUnits``), so a draw costs about one forward pass.
 """
 
 import itertools
@@ -154,6 +155,68 @@ def _unit_degrees(weight: np.ndarray) -> np.ndarray:
     return last.astype(np.int64)
 
 
+ROW_CHUNK = 512  # rows a deep net draws at a time: its layers' activations stay in cache
+
+
+@dataclass(frozen=True)
+class DeepNet:
+    """A member with several hidden layers, laid out in position space for ancestral sampling.
+
+    Each layer's units are sorted by their ready step (``ready_steps``), so at step t the final
+    units of every layer are a prefix: step t computes only the units that become ready at t,
+    each once, from the final prefix below; output t reads the last layer's final prefix and the
+    inputs before t; and drawing input t moves only the first-layer units not yet final. A draw
+    then costs about one forward pass, in slices that need no copies.
+    """
+
+    ordering: np.ndarray  # [D]
+    first: np.ndarray  # [D, H1] input position -> first-layer unit
+    first_bias: np.ndarray  # [H1]
+    deeper: tuple[tuple[np.ndarray, np.ndarray], ...]  # (weight [H_l, H_l-1], bias [H_l])
+    out: np.ndarray  # [D, H_L] output position <- last-layer unit
+    out_bias: np.ndarray  # [D]
+    direct: np.ndarray | None  # [D, D] output position <- input position
+    bounds: tuple[np.ndarray, ...]  # per layer [D + 2]: units ready at t are bounds[t]:bounds[t+1]
+
+
+def deep_net(net: MemberNet) -> DeepNet:
+    """Lay one deep member out once (at load time for a Sampler)."""
+    order = net.ordering
+    dim = len(order)
+    readies = ready_steps(net, np.arange(dim))
+    sorts = [np.argsort(ready, kind="stable") for ready in readies]
+    bounds = tuple(
+        np.concatenate([[0], np.searchsorted(ready[sort], np.arange(dim + 1), side="right")])
+        for ready, sort in zip(readies, sorts, strict=True)
+    )
+    weight, bias = net.hidden[0]
+    return DeepNet(
+        ordering=order,
+        first=np.ascontiguousarray(weight[sorts[0]][:, order].T),
+        first_bias=bias[sorts[0]],
+        deeper=tuple(
+            (np.ascontiguousarray(w[sorts[i + 1]][:, sorts[i]]), b[sorts[i + 1]])
+            for i, (w, b) in enumerate(net.hidden[1:])
+        ),
+        out=np.ascontiguousarray(net.out_weight[order][:, sorts[-1]]),
+        out_bias=net.out_bias[order],
+        direct=None if net.direct is None else np.ascontiguousarray(net.direct[order][:, order]),
+        bounds=bounds,
+    )
+
+
+def ready_steps(net: MemberNet, input_dims: np.ndarray) -> list[np.ndarray]:
+    """Per hidden layer, the step at which each unit is final: the latest ready step of what
+    its masked weights read, an input being ready one step after its dimension's position (0
+    for a unit that reads nothing). input_dims: the dimension each input unit encodes."""
+    ready = 1 + np.argsort(net.ordering)[input_dims]
+    steps = []
+    for weight, _ in net.hidden:
+        ready = np.where(weight != 0, ready, 0).max(axis=1, initial=0)
+        steps.append(ready)
+    return steps
+
+
 class MixtureSampling(ABC):
     """Mixture samples from a sampler's ``draw``: the binary and the schema sampler share it."""
 
@@ -185,14 +248,14 @@ class Sampler(MixtureSampling):
 
     def __init__(self, nets: list[MemberNet]):
         self.plan = sampler_plan(nets)
-        self._nets = nets if self.plan is None else []
+        self._deep = [deep_net(net) for net in nets] if self.plan is None else []
         self.dim = len(nets[0].ordering)
 
     def draw(
         self, members: np.ndarray, given: np.ndarray, uniforms: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Row i from member ``members[i]``; arrays and semantics as in ``ancestral``."""
-        return ancestral_members(self._nets, self.plan, members, given, uniforms)
+        return ancestral_members(self._deep, self.plan, members, given, uniforms)
 
 
 def ancestral(
@@ -205,28 +268,31 @@ def ancestral(
     [n] float64: the sum of log p(x_d | x_<d) over the given entries (0 when none are given).
     """
     members = np.zeros(len(given), dtype=np.int64)
-    return ancestral_members([net], sampler_plan([net]), members, given, uniforms)
+    plan = sampler_plan([net])
+    deep = [deep_net(net)] if plan is None else []
+    return ancestral_members(deep, plan, members, given, uniforms)
 
 
 def ancestral_members(
-    nets: list[MemberNet],
+    deep: list[DeepNet],
     plan: SamplerPlan | None,
     members: np.ndarray,
     given: np.ndarray,
     uniforms: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``ancestral`` for many members at once: row i is drawn from ``nets[members[i]]``.
+    """``ancestral`` for many members at once: row i is drawn from member ``members[i]``.
 
-    plan: ``sampler_plan(nets)``, made once. Same arrays and semantics as ``ancestral``.
+    plan: ``sampler_plan(nets)``, made once; where it is None (deep nets), ``deep`` holds
+    ``deep_net`` of every member. Same arrays and semantics as ``ancestral``.
     """
     # The products are small: more than one BLAS thread only fights onnxruntime's threads for
     # the cores (measured 20x slower on 2 shared cores).
     with _BLAS.limit(limits=1, user_api="blas"):
-        return _ancestral_members(nets, plan, members, given, uniforms)
+        return _ancestral_members(deep, plan, members, given, uniforms)
 
 
 def _ancestral_members(
-    nets: list[MemberNet],
+    deep: list[DeepNet],
     plan: SamplerPlan | None,
     members: np.ndarray,
     given: np.ndarray,
@@ -238,7 +304,9 @@ def _ancestral_members(
     groups = [(int(k), np.flatnonzero(members == k)) for k in np.unique(members)]
     if plan is None:
         for k, rows in groups:
-            x[rows], log_weight[rows] = _incremental(nets[k], given[rows], uniforms[rows])
+            order = deep[k].ordering
+            x_pos, log_weight[rows] = _deep(deep[k], given[rows][:, order], uniforms[rows])
+            x[rows[:, None], order[None, :]] = x_pos
         return x, log_weight
     if n == 0:
         return x, log_weight
@@ -353,28 +421,79 @@ def _block_steps(
                     row[first + j] = 1.0
 
 
-def _incremental(
-    net: MemberNet, given: np.ndarray, uniforms: np.ndarray
+def _deep(net: DeepNet, given: np.ndarray, uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``ancestral`` for a deep member, in position space: given [n, D] by position."""
+    n, dim = given.shape
+    x = np.zeros((n, dim), dtype=np.float32)
+    log_weight = np.zeros(n, dtype=np.float64)
+    for a in range(0, n, ROW_CHUNK):
+        rows = slice(a, a + ROW_CHUNK)
+        x[rows], log_weight[rows] = _deep_rows(net, given[rows], uniforms[rows])
+    return x, log_weight
+
+
+def _deep_rows(
+    net: DeepNet, given: np.ndarray, uniforms: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``ancestral`` for any depth: the first layer is updated by one column per step, O(n H)."""
     n, dim = given.shape
     x = np.zeros((n, dim), dtype=np.float32)
     log_weight = np.zeros(n, dtype=np.float64)
     observed = ~np.isnan(given)
-    first_weight, first_bias = net.hidden[0]
-    pre = np.broadcast_to(first_bias, (n, first_bias.shape[0])).copy()
-    for t, d in enumerate(net.ordering):
-        h = np.maximum(pre, 0.0)
-        for weight, bias in net.hidden[1:]:
-            h = np.maximum(h @ weight.T + bias, 0.0)
-        logit = h @ net.out_weight[d] + net.out_bias[d]
+    pre = np.broadcast_to(net.first_bias, (n, len(net.first_bias))).copy()
+    layers = [np.zeros_like(pre)] + [np.zeros((n, len(b)), np.float32) for _, b in net.deeper]
+    first = net.bounds[0]
+    for t in range(dim):
+        np.maximum(pre[:, first[t] : first[t + 1]], 0.0, out=layers[0][:, first[t] : first[t + 1]])
+        for i, (weight, bias) in enumerate(net.deeper):
+            below, now = net.bounds[i][t + 1], net.bounds[i + 1]
+            if now[t + 1] > now[t]:
+                units = slice(now[t], now[t + 1])
+                product = layers[i][:, :below] @ weight[units, :below].T + bias[units]
+                np.maximum(product, 0.0, out=layers[i + 1][:, units])
+        final = net.bounds[-1][t + 1]
+        logit = layers[-1][:, :final] @ net.out[t, :final] + net.out_bias[t]
         if net.direct is not None:
-            logit = logit + x @ net.direct[d]
+            logit = logit + x[:, :t] @ net.direct[t, :t]
         logit = logit.astype(np.float64)
         sampled = uniforms[:, t] < 1.0 / (1.0 + np.exp(-logit))
-        value = np.where(observed[:, d], given[:, d], sampled).astype(np.float32)
-        if observed[:, d].any():
-            log_weight += np.where(observed[:, d], bernoulli_log_prob(value, logit), 0.0)
-        x[:, d] = value
-        pre += value[:, None] * first_weight[:, d]
+        value = np.where(observed[:, t], given[:, t], sampled).astype(np.float32)
+        if observed[:, t].any():
+            log_weight += np.where(observed[:, t], bernoulli_log_prob(value, logit), 0.0)
+        x[:, t] = value
+        pre[:, first[t + 1] :] += value[:, None] * net.first[t, first[t + 1] :]
     return x, log_weight
+
+
+class DeeperUnits:
+    """The hidden layers after the first, filled in step by step during ancestral sampling.
+
+    Each unit is computed once, at its ready step (``ready_steps``), so a draw costs one forward
+    pass instead of one per dimension; units not yet computed hold 0, and nothing final reads
+    them (their weights are masked to 0).
+
+    input_dims: the dimension each first-layer input unit encodes.
+    """
+
+    def __init__(self, net: MemberNet, input_dims: np.ndarray, rows: int):
+        self.layers = net.hidden[1:]
+        self.order: list[np.ndarray] = []
+        self.bounds: list[np.ndarray] = []
+        for ready in ready_steps(net, input_dims):
+            order = np.argsort(ready, kind="stable")
+            self.order.append(order)
+            self.bounds.append(np.searchsorted(ready[order], np.arange(len(net.ordering) + 1)))
+        self.values = [np.zeros((rows, len(bias)), np.float32) for _, bias in self.layers]
+
+    def last_layer(self, first_pre: np.ndarray, t: int) -> np.ndarray:
+        """The last hidden layer's activations at step t, from the first layer's
+        pre-activations [n, H1] (final for every unit ready by t)."""
+        h = np.maximum(first_pre, 0.0)
+        for layer, ((weight, bias), values) in enumerate(
+            zip(self.layers, self.values, strict=True)
+        ):
+            bounds = self.bounds[layer + 1]
+            units = self.order[layer + 1][bounds[t] : bounds[t + 1]]
+            if len(units):
+                values[:, units] = np.maximum(h @ weight[units].T + bias[units], 0.0)
+            h = values
+        return h

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from service.contract.sampler import MemberNet, MixtureSampling
+from service.contract.sampler import DeeperUnits, MemberNet, MixtureSampling
 from service.contract.schema import Dimension, Schema
 
 _BLAS = ThreadpoolController()
@@ -209,15 +209,14 @@ class SchemaSampler(MixtureSampling):
         if net.hidden:
             first_weight, first_bias = net.hidden[0]
             pre = np.broadcast_to(first_bias, (n, first_bias.shape[0])).copy()
+            input_dims = np.repeat(np.arange(self.dim), np.diff(schema.input_offsets))
+            deeper = DeeperUnits(net, input_dims, n)
         for t, d in enumerate(net.ordering):
             units = slice(schema.output_offsets[d], schema.output_offsets[d + 1])
             if pre is None:
                 params = encoded @ net.out_weight[units].T
             else:
-                h = np.maximum(pre, 0.0)
-                for weight, bias in net.hidden[1:]:
-                    h = np.maximum(h @ weight.T + bias, 0.0)
-                params = h @ net.out_weight[units].T
+                params = deeper.last_layer(pre, t) @ net.out_weight[units].T
             params = params + net.out_bias[units]
             if net.direct is not None:
                 params = params + encoded @ net.direct[units].T
