@@ -79,6 +79,9 @@ def train_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--patience", type=int, help="early-stopping patience in epochs")
     parser.add_argument(
+        "--valid-every", type=int, help="validate every this many epochs (and at the last)"
+    )
+    parser.add_argument(
         "--member-schedule", choices=["cycle", "sample"], help="which member each minibatch trains"
     )
     parser.add_argument("--em-alpha", type=float, help="Dirichlet prior of the EM weights")
@@ -145,6 +148,7 @@ def train_main(argv: list[str] | None = None) -> int:
             "weight_decay",
             "dropout",
             "patience",
+            "valid_every",
             "member_schedule",
             "em_alpha",
             "seed",

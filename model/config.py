@@ -22,6 +22,9 @@ class TrainConfig:
     # Share of hidden units zeroed at each training step (dropout; none at evaluation or export).
     dropout: float = 0.0
     patience: int = 20  # epochs without a better validation mixture NLL before stopping
+    # Validate every this many epochs (and at the last): the mixture's validation NLL costs K
+    # forward passes over the validation split, more than a training epoch once K is large.
+    valid_every: int = 1
     member_schedule: Literal["cycle", "sample"] = "cycle"
     em_alpha: float = 1.0
     seed: int = 0

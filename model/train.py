@@ -284,6 +284,11 @@ class Trainer:
             raise ValueError(
                 f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
             )
+        if not 1 <= config.valid_every <= config.patience:
+            raise ValueError(
+                f"--valid-every {config.valid_every} must be at least 1 and at most the patience "
+                f"({config.patience}), so that some epoch is validated before training stops"
+            )
         self.config = config
         self.out_dir = out_dir
         self.progress = progress and self.dist.is_main
@@ -406,6 +411,11 @@ class Trainer:
         total, count = self.dist.sum([total, count])
         return total / count
 
+    def _validates(self) -> bool:
+        """Whether the epoch now training is validated: every ``valid_every``-th, and the last."""
+        epoch = self.epoch + 1
+        return epoch % self.config.valid_every == 0 or epoch == self.config.epochs
+
     def _valid_mixture_nll(self) -> float:
         log_probs = member_log_probs(self.model, self.data.valid)
         k = self.model.num_members
@@ -433,9 +443,10 @@ class Trainer:
             started = time.perf_counter()
             train_nll = self._train_epoch()
             # Rank 0 validates; every rank gets its figure and so keeps the same best epoch and
-            # patience count as rank 0: they all take the same decision to stop.
+            # patience count as rank 0: they all take the same decision to stop. An epoch left
+            # unvalidated (valid_every) counts toward the patience, as one without improvement.
             valid_nll = self.dist.broadcast(
-                self._valid_mixture_nll() if self.dist.is_main else math.nan
+                self._valid_mixture_nll() if self.dist.is_main and self._validates() else math.nan
             )
             if self.scheduler is not None:
                 self.scheduler.step()
@@ -457,8 +468,8 @@ class Trainer:
         record = {
             "epoch": self.epoch,
             "train_nll": train_nll,
-            "valid_mixture_nll": valid_nll,
-            "best_valid_mixture_nll": self.best_valid,
+            "valid_mixture_nll": None if math.isnan(valid_nll) else valid_nll,
+            "best_valid_mixture_nll": None if math.isinf(self.best_valid) else self.best_valid,
             "seconds": round(self.seconds, 2),
             "lr": self.optimizer.param_groups[0]["lr"],
         }
@@ -466,10 +477,10 @@ class Trainer:
             metrics.write(json.dumps(record) + "\n")
         self.save_checkpoint()
         log.info(
-            "epoch %d: train %.3f valid mixture %.3f%s",
+            "epoch %d: train %.3f valid mixture %s%s",
             self.epoch,
             train_nll,
-            valid_nll,
+            "not measured" if math.isnan(valid_nll) else f"{valid_nll:.3f}",
             " (best)" if improved else "",
         )
 

@@ -111,3 +111,29 @@ def test_bad_data_is_an_error_not_a_crash(tmp_path, capsys):
     )
     assert code == 2
     assert "without a schema file, values must be 0 or 1" in capsys.readouterr().err
+
+
+def test_validating_every_few_epochs_keeps_the_best_validated_one(tmp_path):
+    """--valid-every 3 over 7 epochs validates epochs 3, 6 and 7 (the last); the model kept is the
+    best of those, and the unvalidated epochs are logged with no figure."""
+    import torch
+
+    args = ["--epochs", "7", "--valid-every", "3", "--masks", "2", "--hidden", "16", "--quiet"]
+    assert train_main(["--out", str(tmp_path), *args]) == 0
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    validated = {r["epoch"]: r["valid_mixture_nll"] for r in records if r["valid_mixture_nll"]}
+    assert sorted(validated) == [3, 6, 7]
+    assert [r["best_valid_mixture_nll"] for r in records[:2]] == [None, None]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["best_valid_uniform_nll"] == pytest.approx(min(validated.values()))
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert saved["config"]["valid_every"] == 3
+
+
+@pytest.mark.parametrize(("every", "patience"), [("0", "20"), ("30", "20")])
+def test_a_validation_interval_beyond_the_patience_is_refused(tmp_path, capsys, every, patience):
+    args = ["--epochs", "2", "--valid-every", every, "--patience", patience, "--quiet"]
+    assert train_main(["--out", str(tmp_path), *args]) == 2
+    assert f"--valid-every {every} must be at least 1 and at most the patience" in (
+        capsys.readouterr().err
+    )
