@@ -89,7 +89,9 @@ class MADE(nn.Module):
         inputs = x if self.head is None else self.head.encode(x)
         h = inputs
         for layer in self.layers[:-1]:
-            h = F.dropout(torch.relu(layer(h, member)), self.dropout, self.training)
+            h = torch.relu(layer(h, member))
+            if self.dropout and self.training:
+                h = F.dropout(h, self.dropout)
         logits = self.layers[-1](h, member)
         if self.direct is not None:
             logits = logits + self.direct(inputs, member)

@@ -137,3 +137,30 @@ def test_a_validation_interval_beyond_the_patience_is_refused(tmp_path, capsys, 
     assert f"--valid-every {every} must be at least 1 and at most the patience" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize("name", ["mnist-paper", "uci-nips"])
+def test_a_paper_preset_trains_exports_and_serves_its_network(tmp_path, name):
+    """The preset's own network (width, masks, validation interval) on a small stand-in of the
+    paper's .npz (its reference data never enters the tests), one epoch instead of its schedule."""
+    from model.config import preset
+    from service.inference.engine import Engine
+
+    config = preset(name)
+    dim = 784 if name == "mnist-paper" else 500
+    rng = np.random.default_rng(0)
+    splits = {
+        f"{s}_data": (rng.random((n, dim)) < 0.3)
+        for s, n in [("train", 60), ("valid", 20), ("test", 20)]
+    }
+    np.savez(tmp_path / "paper.npz", **{k: v.astype(np.float32) for k, v in splits.items()})
+    run = tmp_path / "run"
+    common = ["--data-dir", str(tmp_path / "paper.npz"), "--quiet", "--epochs", "1"]
+    assert train_main(["--preset", name, "--out", str(run), *common, "--valid-every", "1"]) == 0
+    assert export_main([str(run / "model.pt"), "--out", str(tmp_path / "art"), "--quiet"]) == 0
+    engine = Engine.load(tmp_path / "art")
+    assert (engine.dim, engine.num_members) == (dim, config.num_masks)
+    log_likelihood = engine.mixture(
+        engine.member_log_probs(splits["test_data"][:3].astype(np.float32))
+    )
+    assert log_likelihood.shape == (3,) and np.all(log_likelihood < 0)

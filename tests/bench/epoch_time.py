@@ -41,6 +41,8 @@ def our_epoch(config: TrainConfig) -> float:
 
 def karpathy_epoch(checkout: Path, data: Path, hidden: list[int], masks: int) -> float:
     """Seconds for one ``run_epoch('train')`` of pytorch-made's run.py, on the CPU."""
+    if not hasattr(torch._C, "set_grad_enabled"):  # run.py calls it; torch 2.x renamed it
+        torch._C.set_grad_enabled = torch._C._set_grad_enabled
     sys.path.insert(0, str(checkout))
     try:
         run = importlib.import_module("run")
