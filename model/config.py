@@ -129,8 +129,9 @@ PRESETS: dict[str, TrainConfig] = {
     # The paper's binarized MNIST (its Table 6; --data-dir binarized_mnist.npz). One wide hidden
     # layer beat two of 1,000 at a third of the time: 1 x 4,000, eight masks, 70 epochs of a cosine
     # schedule validated every 5 (K forward passes of the validation split each), the best kept;
-    # about 40 minutes on 2 cores (docs/results.md section 5). The paper's best MADE has two layers
-    # of 8,000 and 32 masks: about 5 minutes an epoch here by its arithmetic alone.
+    # 45 minutes on 2 cores with the product's export: test product 87.80 (docs/results.md section
+    # 5). The paper's best MADE (two layers of 8,000, 32 masks) would take about 6 minutes an
+    # epoch here by its arithmetic alone.
     "mnist-paper": TrainConfig(
         source="npz",
         hidden_sizes=[4000],
