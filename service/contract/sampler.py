@@ -9,8 +9,8 @@ sampled prefix, and a compiled loop then runs the block's steps with only those 
 is a comparison of a logit with the precomputed threshold logit(u); clamped entries get -inf or
 +inf and their conditionals are summed afterwards into an importance weight, which makes the same
 routine the proposal of the importance-sampling estimators. Deeper nets use the incremental
-sampler: the first layer moves by one column per step and each deeper unit is computed once, at the
-step its inputs become final (``DeeperUnits``), so a draw costs about one forward pass.
+sampler (``DeepNet``): the first layer moves by one column per step and each deeper unit is
+computed once, at the step its inputs become final, so a draw costs about one forward pass.
 """
 
 import itertools
@@ -462,38 +462,3 @@ def _deep_rows(
         x[:, t] = value
         pre[:, first[t + 1] :] += value[:, None] * net.first[t, first[t + 1] :]
     return x, log_weight
-
-
-class DeeperUnits:
-    """The hidden layers after the first, filled in step by step during ancestral sampling.
-
-    Each unit is computed once, at its ready step (``ready_steps``), so a draw costs one forward
-    pass instead of one per dimension; units not yet computed hold 0, and nothing final reads
-    them (their weights are masked to 0).
-
-    input_dims: the dimension each first-layer input unit encodes.
-    """
-
-    def __init__(self, net: MemberNet, input_dims: np.ndarray, rows: int):
-        self.layers = net.hidden[1:]
-        self.order: list[np.ndarray] = []
-        self.bounds: list[np.ndarray] = []
-        for ready in ready_steps(net, input_dims):
-            order = np.argsort(ready, kind="stable")
-            self.order.append(order)
-            self.bounds.append(np.searchsorted(ready[order], np.arange(len(net.ordering) + 1)))
-        self.values = [np.zeros((rows, len(bias)), np.float32) for _, bias in self.layers]
-
-    def last_layer(self, first_pre: np.ndarray, t: int) -> np.ndarray:
-        """The last hidden layer's activations at step t, from the first layer's
-        pre-activations [n, H1] (final for every unit ready by t)."""
-        h = np.maximum(first_pre, 0.0)
-        for layer, ((weight, bias), values) in enumerate(
-            zip(self.layers, self.values, strict=True)
-        ):
-            bounds = self.bounds[layer + 1]
-            units = self.order[layer + 1][bounds[t] : bounds[t + 1]]
-            if len(units):
-                values[:, units] = np.maximum(h @ weight[units].T + bias[units], 0.0)
-            h = values
-        return h
