@@ -155,7 +155,9 @@ def _unit_degrees(weight: np.ndarray) -> np.ndarray:
     return last.astype(np.int64)
 
 
-ROW_CHUNK = 512  # rows a deep net draws at a time: its layers' activations stay in cache
+# A deep net draws this many activations' worth of rows at a time (4 MB of float32): they stay in
+# cache for wide layers, while narrow nets still take many rows per numpy call.
+CHUNK_ACTIVATIONS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -426,8 +428,10 @@ def _deep(net: DeepNet, given: np.ndarray, uniforms: np.ndarray) -> tuple[np.nda
     n, dim = given.shape
     x = np.zeros((n, dim), dtype=np.float32)
     log_weight = np.zeros(n, dtype=np.float64)
-    for a in range(0, n, ROW_CHUNK):
-        rows = slice(a, a + ROW_CHUNK)
+    widths = len(net.first_bias) + sum(len(bias) for _, bias in net.deeper)
+    chunk = max(1, CHUNK_ACTIVATIONS // widths)
+    for a in range(0, n, chunk):
+        rows = slice(a, a + chunk)
         x[rows], log_weight[rows] = _deep_rows(net, given[rows], uniforms[rows])
     return x, log_weight
 
