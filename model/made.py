@@ -34,9 +34,9 @@ class MADE(nn.Module):
     pool: the K orderings and hidden degrees; masks are derived from them.
     direct: add masked direct input-to-output connections.
     schema: the dimensions' families; None for binary data.
-    dropout: share of hidden units zeroed in training mode (a regulariser: the MADE paper's
-        two-layer MNIST models overfit long before they fit); masks still hold, since a dropped
-        unit only removes paths.
+    dropout: share of hidden units zeroed in training mode (a regulariser: the binarized MNIST
+        pools overfit, docs/results.md section 5); masks still hold, since a dropped unit only
+        removes paths.
     """
 
     def __init__(
