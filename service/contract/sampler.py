@@ -164,7 +164,7 @@ CHUNK_ACTIVATIONS = 1 << 20
 class DeepNet:
     """A member with several hidden layers, laid out in position space for ancestral sampling.
 
-    Each layer's units are sorted by their ready step (``ready_steps``), so at step t the final
+    Each layer's units are sorted by their ready step (``ready_layout``), so at step t the final
     units of every layer are a prefix: step t computes only the units that become ready at t,
     each once, from the final prefix below; output t reads the last layer's final prefix and the
     inputs before t; and drawing input t moves only the first-layer units not yet final. A draw
@@ -184,13 +184,7 @@ class DeepNet:
 def deep_net(net: MemberNet) -> DeepNet:
     """Lay one deep member out once (at load time for a Sampler)."""
     order = net.ordering
-    dim = len(order)
-    readies = ready_steps(net, np.arange(dim))
-    sorts = [np.argsort(ready, kind="stable") for ready in readies]
-    bounds = tuple(
-        np.concatenate([[0], np.searchsorted(ready[sort], np.arange(dim + 1), side="right")])
-        for ready, sort in zip(readies, sorts, strict=True)
-    )
+    sorts, bounds = zip(*ready_layout(net, np.arange(len(order))), strict=True)
     weight, bias = net.hidden[0]
     return DeepNet(
         ordering=order,
@@ -207,16 +201,21 @@ def deep_net(net: MemberNet) -> DeepNet:
     )
 
 
-def ready_steps(net: MemberNet, input_dims: np.ndarray) -> list[np.ndarray]:
-    """Per hidden layer, the step at which each unit is final: the latest ready step of what
-    its masked weights read, an input being ready one step after its dimension's position (0
-    for a unit that reads nothing). input_dims: the dimension each input unit encodes."""
+def ready_layout(net: MemberNet, input_dims: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per hidden layer, its units sorted by the step at which each is final, and bounds [D + 2]
+    such that the units ready at step t are ``sort[bounds[t] : bounds[t + 1]]``.
+
+    A unit is ready at the latest ready step of what its masked weights read, an input one step
+    after its dimension's position (0 for a unit that reads nothing). input_dims: the dimension
+    each input unit encodes.
+    """
     ready = 1 + np.argsort(net.ordering)[input_dims]
-    steps = []
+    layout = []
     for weight, _ in net.hidden:
         ready = np.where(weight != 0, ready, 0).max(axis=1, initial=0)
-        steps.append(ready)
-    return steps
+        sort = np.argsort(ready, kind="stable")
+        layout.append((sort, np.searchsorted(ready[sort], np.arange(len(net.ordering) + 2))))
+    return layout
 
 
 class MixtureSampling(ABC):

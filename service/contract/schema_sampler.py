@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from service.contract.sampler import MemberNet, MixtureSampling, ready_steps
+from service.contract.sampler import MemberNet, MixtureSampling, ready_layout
 from service.contract.schema import Dimension, Schema
 
 _BLAS = ThreadpoolController()
@@ -232,7 +232,7 @@ class SchemaSampler(MixtureSampling):
 class DeeperUnits:
     """The hidden layers after the first, filled in step by step during ancestral sampling.
 
-    Each unit is computed once, at its ready step (``sampler.ready_steps``), so a draw costs one
+    Each unit is computed once, at its ready step (``sampler.ready_layout``), so a draw costs one
     forward pass instead of one per dimension; units not yet computed hold 0, and nothing final
     reads them (their weights are masked to 0).
 
@@ -241,12 +241,7 @@ class DeeperUnits:
 
     def __init__(self, net: MemberNet, input_dims: np.ndarray, rows: int):
         self.layers = net.hidden[1:]
-        self.order: list[np.ndarray] = []
-        self.bounds: list[np.ndarray] = []
-        for ready in ready_steps(net, input_dims):
-            order = np.argsort(ready, kind="stable")
-            self.order.append(order)
-            self.bounds.append(np.searchsorted(ready[order], np.arange(len(net.ordering) + 1)))
+        self.layout = ready_layout(net, input_dims)
         self.values = [np.zeros((rows, len(bias)), np.float32) for _, bias in self.layers]
 
     def last_layer(self, first_pre: np.ndarray, t: int) -> np.ndarray:
@@ -256,8 +251,8 @@ class DeeperUnits:
         for layer, ((weight, bias), values) in enumerate(
             zip(self.layers, self.values, strict=True)
         ):
-            bounds = self.bounds[layer + 1]
-            units = self.order[layer + 1][bounds[t] : bounds[t + 1]]
+            order, bounds = self.layout[layer + 1]
+            units = order[bounds[t] : bounds[t + 1]]
             if len(units):
                 values[:, units] = np.maximum(h @ weight[units].T + bias[units], 0.0)
             h = values
