@@ -115,14 +115,15 @@ PRESETS: dict[str, TrainConfig] = {
         direct=True,
         patience=300,
     ),
-    # 400 rows of 500: the best validation epoch comes early (about 20), so a short schedule.
+    # 400 rows of 500: the best validation epoch comes early, so a short schedule. A wider layer
+    # at a lower rate than the other sets: 2 nats better on validation than 500 at 3e-3.
     "uci-nips": TrainConfig(
         source="npz",
-        hidden_sizes=[500],
+        hidden_sizes=[1000],
         num_masks=32,
         epochs=60,
         batch_size=50,
-        learning_rate=3e-3,
+        learning_rate=1e-3,
         direct=True,
         patience=60,
     ),
