@@ -1,7 +1,8 @@
 """The MADE paper's binary benchmarks, trained, exported, served and measured here:
 ``python -m tests.bench.paper_uci --data-dir ../shared/data`` (the UCI sets of its Table 4,
 minutes each on 2 cores; binarized MNIST of its Table 6, about 50 minutes:
-``--sets binarized_mnist``).
+``--sets binarized_mnist``; the same recipe on binarized Fashion-MNIST, not in the paper, read
+from its Debian IDX folder: ``--sets fashion_mnist``).
 
 For each set whose ``.npz`` is in the folder: ``made-train --preset uci-SET``, ``made-export
 --product``, then the validation and test NLL of the shipped mixture and of the normalised product
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.data import FASHION_MNIST_DIR, SPLITS
 from service.client import MadeClient
 from service.inference.engine import Engine
 from tests.bench.bench_http import server
@@ -39,12 +41,15 @@ PAPER = {
     "mushrooms": (9.68, 9.69),
     "nips-0-12": (280.25, 277.28),
     "binarized_mnist": (88.40, 86.64),
+    "fashion_mnist": None,  # not in the paper; issue 20 asks for 100 nats
 }
+UCI = ["dna", "mushrooms", "nips-0-12"]
 PRESETS = {
     "dna": "uci-dna",
     "mushrooms": "uci-mushrooms",
     "nips-0-12": "uci-nips",
     "binarized_mnist": "mnist-paper",
+    "fashion_mnist": "fashion-mnist-paper",
 }
 CHUNK = 500  # rows per HTTP request (the service's default MADE_MAX_ROWS is 1,000)
 PARITY_NATS = 1e-3
@@ -82,6 +87,24 @@ def served(artifact: Path, rows: np.ndarray, combination: str) -> float:
     return float(-np.concatenate(answers).mean())
 
 
+def location(name: str, data_dir: Path) -> Path:
+    """Where a set's data lie: its .npz in the folder, or Fashion-MNIST's IDX folder."""
+    return FASHION_MNIST_DIR if name == "fashion_mnist" else data_dir / f"{name}.npz"
+
+
+def load_splits(name: str, data: Path) -> dict[str, np.ndarray]:
+    """The set's float32 0/1 rows by split, every validation row included (the trainer holds
+    half of them out for calibration; the combination is chosen on all of them)."""
+    if name != "fashion_mnist":
+        with np.load(data) as splits:
+            return {split: splits[f"{split}_data"].astype(np.float32) for split in SPLITS}
+    from model.config import preset
+    from model.train import source_data
+
+    dataset = source_data(preset(PRESETS[name], data_dir=str(data)))
+    return {split: np.asarray(dataset.split(split), dtype=np.float32) for split in SPLITS}
+
+
 def measure(name: str, data: Path, scratch: Path, reuse: Path | None = None) -> dict:
     run, artifact = reuse or scratch / f"run-{name}", scratch / f"artifact-{name}"
     if reuse is None:
@@ -96,16 +119,15 @@ def measure(name: str, data: Path, scratch: Path, reuse: Path | None = None) -> 
     subprocess.run([*export, "--product"], check=True, capture_output=True)
     exported = time.perf_counter() - started
     engine = Engine.load(artifact)
-    splits = np.load(data)
-    figures = {split: offline(engine, splits[f"{split}_data"]) for split in ("valid", "test")}
+    splits = load_splits(name, data)
+    figures = {split: offline(engine, splits[split]) for split in ("valid", "test")}
     chosen = min(("mixture", "product"), key=lambda c: figures["valid"][c])
-    test_rows = splits["test_data"].astype(np.float32)
-    http = served(artifact, test_rows, chosen)
+    http = served(artifact, splits["test"], chosen)
     return {
         "set": name,
         "preset": PRESETS[name],
         "paper": PAPER[name],
-        "rows": {split: len(splits[f"{split}_data"]) for split in ("train", "valid", "test")},
+        "rows": {split: len(rows) for split, rows in splits.items()},
         "dim": engine.dim,
         "members": engine.num_members,
         "valid": figures["valid"],
@@ -125,7 +147,9 @@ def check_reused(name: str, run: Path, data: Path) -> None:
     saved = run_config(run)
     expected = preset(PRESETS[name], data_dir=str(data)).to_dict()
     differ = sorted(k for k in expected if saved.get(k) != expected[k] and k != "data_dir")
-    if differ or Path(saved["data_dir"]).resolve() != data.resolve():
+    # A run without --data-dir read its source's default folder (Fashion-MNIST's IDX files).
+    trained_on = Path(saved["data_dir"]) if saved["data_dir"] else FASHION_MNIST_DIR
+    if differ or trained_on.resolve() != data.resolve():
         raise SystemExit(f"{run} is not a {PRESETS[name]} run on {data}: differs in {differ}")
 
 
@@ -148,8 +172,9 @@ def table(results: list[dict]) -> str:
     ]
     for r in results:
         v, t = r["valid"], r["test"]
+        paper = f"{r['paper'][0]:.2f} / {r['paper'][1]:.2f}" if r["paper"] else "-"
         lines.append(
-            f"| {r['set']} | {r['paper'][0]:.2f} / {r['paper'][1]:.2f} | {r['members']} | "
+            f"| {r['set']} | {paper} | {r['members']} | "
             f"{v['mixture']:.2f} / {v['product']:.2f} | {t['mixture']:.2f} | "
             f"{t['product']:.2f} ({t['product_bound']:.2f}) | "
             f"{r['chosen']}: **{t[r['chosen']]:.2f}** | {r['http_test']:.3f} "
@@ -162,7 +187,7 @@ def table(results: list[dict]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="folder of the .npz files")
-    parser.add_argument("--sets", nargs="*", default=list(PAPER), choices=list(PAPER))
+    parser.add_argument("--sets", nargs="*", default=UCI, choices=list(PAPER))
     parser.add_argument(
         "--reuse",
         nargs="*",
@@ -173,12 +198,12 @@ def main() -> int:
     args = parser.parse_args()
     reuse = {name: Path(run) for name, run in (item.split("=", 1) for item in args.reuse)}
     for name, run in reuse.items():
-        check_reused(name, run, args.data_dir / f"{name}.npz")
+        check_reused(name, run, location(name, args.data_dir))
     results = []
     with tempfile.TemporaryDirectory(prefix="made-paper-uci-") as scratch:
         for name in args.sets:
-            data = args.data_dir / f"{name}.npz"
-            if not data.is_file():
+            data = location(name, args.data_dir)
+            if not data.exists():
                 print(f"skipping {name}: {data} is not there", flush=True)
                 continue
             print(f"{name}: {'reusing' if name in reuse else 'training'} {PRESETS[name]} ...")
