@@ -144,6 +144,7 @@ PRESETS: dict[str, TrainConfig] = {
         direct=True,
         patience=70,
         valid_every=5,
+        dropout=0.2,
     ),
 }
 
