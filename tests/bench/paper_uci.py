@@ -4,8 +4,8 @@ minutes each on 2 cores; binarized MNIST of its Table 6, about 50 minutes:
 ``--sets binarized_mnist``; the same recipe on binarized Fashion-MNIST, not in the paper, read
 from its Debian IDX folder: ``--sets fashion_mnist``).
 
-For each set whose ``.npz`` is in the folder: ``made-train --preset uci-SET``, ``made-export
---product``, then the validation and test NLL of the shipped mixture and of the normalised product
+For each set whose data are there (its ``.npz`` in the folder; Fashion-MNIST's Debian IDX
+files): ``made-train`` with the set's preset, ``made-export --product``, then the validation and test NLL of the shipped mixture and of the normalised product
 (its log Z estimate, and its conservative upper bound) from the artifact, offline. The combination
 is chosen on the validation split alone and its test figure reported once. The artifact is then
 served by a real ``made-serve`` and the test rows sent through HTTP: the served mean must equal
