@@ -4,15 +4,15 @@ minutes each on 2 cores; binarized MNIST of its Table 6, about 50 minutes:
 ``--sets binarized_mnist``; the same recipe on binarized Fashion-MNIST, not in the paper, read
 from its Debian IDX folder: ``--sets fashion_mnist``).
 
-For each set whose data are there (its ``.npz`` in the folder; Fashion-MNIST's Debian IDX
-files): ``made-train`` with the set's preset, ``made-export --product``, then the validation and test NLL of the shipped mixture and of the normalised product
-(its log Z estimate, and its conservative upper bound) from the artifact, offline. The combination
-is chosen on the validation split alone and its test figure reported once. The artifact is then
-served by a real ``made-serve`` and the test rows sent through HTTP: the served mean must equal
-the offline one within the export parity tolerance. The data are reference files, never in the
-repository; a missing one is skipped. ``--reuse SET=RUN_DIR`` exports and measures a finished
-``made-train --preset`` run of that set instead of training it again (refused unless the run's
-configuration is the preset's).
+For each set whose data are there (its ``.npz`` in the folder; Fashion-MNIST's Debian IDX files):
+``made-train`` with the set's preset, ``made-export --product``, then the validation and test NLL
+of the shipped mixture and of the normalised product (its log Z estimate, and its conservative
+upper bound) from the artifact, offline. The combination is chosen on the validation split alone
+and its test figure reported once. The artifact is then served by a real ``made-serve`` and the
+test rows sent through HTTP: the served mean must equal the offline one within the export parity
+tolerance. The data are reference files, never in the repository; a missing one is skipped.
+``--reuse SET=RUN_DIR`` exports and measures a finished ``made-train --preset`` run of that set
+instead of training it again (refused unless the run's configuration is the preset's).
 """
 
 import argparse
