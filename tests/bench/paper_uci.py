@@ -141,27 +141,17 @@ def measure(name: str, data: Path, scratch: Path, reuse: Path | None = None) -> 
 
 
 def check_reused(name: str, run: Path, data: Path) -> None:
-    """Refuse a run that is not the set's preset on its data, so the figures are the preset's."""
+    """Refuse a run that is not the set's preset on the data it recorded reading, so the figures
+    are the preset's."""
     from model.config import preset
+    from model.train import load_trained
 
-    saved = run_config(run)
+    trained = load_trained(run)
+    saved = trained.config.to_dict()
     expected = preset(PRESETS[name], data_dir=str(data)).to_dict()
     differ = sorted(k for k in expected if saved.get(k) != expected[k] and k != "data_dir")
-    # A run without --data-dir read its source's default folder (Fashion-MNIST's IDX files).
-    trained_on = Path(saved["data_dir"]) if saved["data_dir"] else FASHION_MNIST_DIR
-    if differ or trained_on.resolve() != data.resolve():
+    if differ or Path(trained.dataset_info.location).resolve() != data.resolve():
         raise SystemExit(f"{run} is not a {PRESETS[name]} run on {data}: differs in {differ}")
-
-
-def run_config(run: Path) -> dict:
-    """The configuration a finished run trained with, from its model.pt (options newer than the
-    run at their defaults)."""
-    import torch
-
-    from model.config import TrainConfig
-
-    saved = torch.load(run / "model.pt", map_location="cpu", weights_only=True)["config"]
-    return {**TrainConfig().to_dict(), **saved}
 
 
 def table(results: list[dict]) -> str:
