@@ -133,7 +133,7 @@ PRESETS: dict[str, TrainConfig] = {
     # takes dropout: 1 x 5,000 with dropout 0.3, eight masks, 60 epochs of a cosine schedule
     # validated every 5 (each check costs K forward passes of the validation split), the best
     # kept. About 40 minutes on 2 cores with the product's export (docs/results.md section 5).
-    # The paper's best MADE (two layers of 8,000, 32 masks) would take about 6 minutes an epoch
+    # The paper's best MADE (two layers of 8,000, 32 masks) would take 5 to 6 minutes an epoch
     # here by its arithmetic alone.
     "mnist-paper": TrainConfig(
         source="npz",

@@ -1,6 +1,6 @@
 """The MADE paper's binary benchmarks, trained, exported, served and measured here:
 ``python -m tests.bench.paper_uci --data-dir ../shared/data`` (the UCI sets of its Table 4,
-minutes each on 2 cores; binarized MNIST of its Table 6, about 50 minutes:
+minutes each on 2 cores; binarized MNIST of its Table 6, about 40 minutes:
 ``--sets binarized_mnist``; the same recipe on binarized Fashion-MNIST, not in the paper, read
 from its Debian IDX folder: ``--sets fashion_mnist``).
 
