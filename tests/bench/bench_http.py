@@ -26,6 +26,7 @@ READY_TIMEOUT_S = 60.0
 @contextlib.contextmanager
 def server(command: list[str], env: dict[str, str], port: int) -> Iterator[dict[str, object]]:
     """Start a server process, wait for /readyz (or /docs) = 200, yield its facts, stop it."""
+    RESULTS.mkdir(exist_ok=True)  # a fresh checkout has none
     log = open(RESULTS / f"server-{port}.log", "wb")  # noqa: SIM115 - closed below
     start = time.perf_counter()
     process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=log)

@@ -11,16 +11,18 @@ upper bound) from the artifact, offline. The combination is chosen on the valida
 and its test figure reported once. The artifact is then served by a real ``made-serve`` and the
 test rows sent through HTTP: the served mean must equal the offline one within the export parity
 tolerance. The data are reference files, never in the repository; a missing one is skipped.
-``--reuse SET=RUN_DIR`` exports and measures a finished ``made-train --preset`` run of that set
-instead of training it again (refused unless the run's configuration is the preset's).
+Runs and artifacts are kept under ``--out`` (by default a new dated folder in bench-results/), so
+a run that took most of an hour outlives a failure after it: ``--reuse SET=RUN_DIR`` exports and
+measures a finished ``made-train --preset`` run of that set instead of training it again (refused
+unless the run's configuration is the preset's).
 """
 
 import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -105,13 +107,14 @@ def load_splits(name: str, data: Path) -> dict[str, np.ndarray]:
     return {split: np.asarray(dataset.split(split), dtype=np.float32) for split in SPLITS}
 
 
-def measure(name: str, data: Path, scratch: Path, reuse: Path | None = None) -> dict:
-    run, artifact = reuse or scratch / f"run-{name}", scratch / f"artifact-{name}"
+def measure(name: str, data: Path, out: Path, reuse: Path | None = None) -> dict:
+    run, artifact = reuse or out / f"run-{name}", out / f"artifact-{name}"
     if reuse is None:
         started = time.perf_counter()
         train = [str(BIN / "made-train"), "--preset", PRESETS[name], "--data-dir", str(data)]
         subprocess.run([*train, "--out", str(run), "--quiet"], check=True)
         trained = time.perf_counter() - started
+        print(f"{name}: trained into {run} (measure it again: --reuse {name}={run})", flush=True)
     else:
         trained = json.loads((run / "report.json").read_text())["train_seconds"]
         started = time.perf_counter() - trained
@@ -179,6 +182,12 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, required=True, help="folder of the .npz files")
     parser.add_argument("--sets", nargs="*", default=UCI, choices=list(PAPER))
     parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS / "paper-uci-runs" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
+        help="folder for the runs and artifacts (default: a new one in bench-results/)",
+    )
+    parser.add_argument(
         "--reuse",
         nargs="*",
         default=[],
@@ -190,15 +199,14 @@ def main() -> int:
     for name, run in reuse.items():
         check_reused(name, run, location(name, args.data_dir))
     results = []
-    with tempfile.TemporaryDirectory(prefix="made-paper-uci-") as scratch:
-        for name in args.sets:
-            data = location(name, args.data_dir)
-            if not data.exists():
-                print(f"skipping {name}: {data} is not there", flush=True)
-                continue
-            print(f"{name}: {'reusing' if name in reuse else 'training'} {PRESETS[name]} ...")
-            results.append(measure(name, data, Path(scratch), reuse.get(name)))
-            print(table(results[-1:]), flush=True)
+    for name in args.sets:
+        data = location(name, args.data_dir)
+        if not data.exists():
+            print(f"skipping {name}: {data} is not there", flush=True)
+            continue
+        print(f"{name}: {'reusing' if name in reuse else 'training'} {PRESETS[name]} ...")
+        results.append(measure(name, data, args.out, reuse.get(name)))
+        print(table(results[-1:]), flush=True)
     if not results:
         print("no data set found", file=sys.stderr)
         return 2
